@@ -1,0 +1,41 @@
+//! The shared vocabulary of the cluster and the API that job authors write against.
+//!
+//! # Layout
+//! - [`ids`]: the `JobId`, `TaskId` and `WorkerId` newtypes (Snowflake ids are made by the master).
+//! - [`spec`]: `JobSpec`, the JSON a user submits, and its validation.
+//! - [`state`]: job and task states as the API reports them.
+//! - [`mapreduce`]: the `MapReduce` trait, the input record and the emitter a map or reduce writes to.
+//! - [`task`]: the `Task` trait for single-shot jobs that take a JSON payload.
+//! - [`registry`]: how a crate makes its jobs known to every worker binary that links it
+//!   ([`register_mapreduce!`], [`register_task!`]).
+//! - [`config`]: `cluster.toml`, read by masters, workers and the launcher alike.
+//! - [`builtin`]: `wordcount`, `index`, `grep`, `echo` and `sleep`.
+//! - [`rpc`]: the tarpc service traits between masters and workers and their messages.
+//! - [`auth`]: the secret-checking handshake and the bounded framing every RPC connection uses.
+//! - [`error`]: this crate's error type.
+//!
+//! This crate has no actors and runs no servers; the `master` and `worker` crates do.
+
+pub mod auth;
+pub mod builtin;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod mapreduce;
+pub mod registry;
+pub mod rpc;
+pub mod spec;
+pub mod state;
+pub mod task;
+
+pub use error::{Error, Result};
+pub use ids::{JobId, TaskId, WorkerId};
+pub use mapreduce::{Emit, MapReduce, Record};
+pub use spec::JobSpec;
+pub use state::{JobState, TaskState};
+pub use task::{Task, TaskContext};
+
+#[doc(hidden)]
+pub use inventory as __inventory;
+#[doc(hidden)]
+pub use serde_json as __serde_json;
