@@ -122,6 +122,25 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     .map_err(|_| refused("the handshake timed out"))?
 }
 
+/// Opens a TCP connection to `addr` and runs the client handshake on it, all within `timeout`.
+///
+/// # Errors
+/// [`Error::Io`] if the address cannot be reached in time, [`Error::Handshake`] if the peer
+/// refuses the secret or does not speak the protocol.
+pub async fn dial(addr: &str, secret: &str, timeout: Duration) -> Result<tokio::net::TcpStream> {
+    let mut stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting to {addr} timed out"),
+            )
+        })??;
+    stream.set_nodelay(true)?;
+    connect(&mut stream, secret).await?;
+    Ok(stream)
+}
+
 /// Wraps an authenticated stream in tarpc's bincode transport with frames bounded by
 /// [`MAX_FRAME_LEN`].
 pub fn transport<S, Item, SinkItem>(

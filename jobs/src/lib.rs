@@ -11,6 +11,7 @@
 //! - [`config`]: `cluster.toml`, read by masters, workers and the launcher alike.
 //! - [`builtin`]: `wordcount`, `index`, `grep`, `echo` and `sleep`.
 //! - [`rpc`]: the tarpc service traits between masters and workers and their messages.
+//! - [`pool`]: `WorkerPool`, authenticated clients to workers, shared by master and worker.
 //! - [`auth`]: the secret-checking handshake and the bounded framing every RPC connection uses.
 //! - [`error`]: this crate's error type.
 //!
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod ids;
 pub mod mapreduce;
+pub mod pool;
 pub mod registry;
 pub mod rpc;
 pub mod spec;

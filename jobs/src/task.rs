@@ -38,4 +38,10 @@ pub trait Task: Send + Sync + 'static {
     /// # Errors
     /// Whatever the handler considers a failed run.
     fn run(&self, ctx: &TaskContext, payload: &Value) -> Result<Value, String>;
+
+    /// Whether `run` returns at once without blocking or heavy work (like `echo`): such a task
+    /// runs on the worker's async thread, saving the hop to a blocking thread. Default: false.
+    fn is_instant(&self) -> bool {
+        false
+    }
 }

@@ -1,1 +1,57 @@
-//! placeholder
+//! The master node.
+//!
+//! # Layout
+//! - [`server`]: [`server::run`], one master node until shutdown.
+//! - [`config`]: [`config::MasterConfig`], taken from the cluster file and `--id`.
+//! - [`meta`]: the Raft-replicated metadata (commands, state machine, log, snapshots).
+//! - [`scheduler`]: the `Scheduler` actor: jobs → tasks → workers, faults, backups.
+//! - [`job_run`]: the per-job runtime state the scheduler keeps (pure logic).
+//! - [`planner`]: input globs → splits → the task plan of a job.
+//! - [`registry`]: the `WorkerRegistry` actor: registration and heartbeats.
+//! - [`rpc_server`]: the tarpc service workers call.
+//! - [`worker_client`]: the tarpc clients the scheduler launches tasks through.
+//! - [`api`]: the HTTP API's view of the master (implements `web::api::ClusterApi`).
+//! - [`ids`]: Snowflake ids.
+//! - [`launcher`]: `master up`, which starts every node of a cluster file as child processes.
+//! - [`client`]: `master submit`, the command-line client of the HTTP API.
+//! - [`error`]: the master's error type.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod job_run;
+pub mod launcher;
+pub mod meta;
+pub mod planner;
+pub mod registry;
+pub mod rpc_server;
+pub mod scheduler;
+pub mod server;
+pub mod worker_client;
+
+pub use error::{Error, Result};
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

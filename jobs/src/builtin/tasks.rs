@@ -17,6 +17,10 @@ impl Task for Echo {
     fn run(&self, _ctx: &TaskContext, payload: &Value) -> Result<Value, String> {
         Ok(payload.clone())
     }
+
+    fn is_instant(&self) -> bool {
+        true
+    }
 }
 
 /// Sleeps `payload.ms` milliseconds (stopping early if cancelled); result `{"slept_ms": n}`.

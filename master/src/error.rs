@@ -1,0 +1,40 @@
+//! Errors of the master.
+
+use jobs::JobId;
+
+use crate::meta::node::MetaError;
+
+/// An error of the master's library code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A submitted job was refused; the message is for the submitter (HTTP 400).
+    #[error("{reason}")]
+    Rejected {
+        /// What is wrong with the job.
+        reason: String,
+    },
+    /// No job has this id.
+    #[error("no job {id}")]
+    UnknownJob {
+        /// The id asked for.
+        id: JobId,
+    },
+    /// The metadata could not be changed (not the leader, Raft stopped, storage failed).
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The scheduler actor is gone (the master is shutting down).
+    #[error("the scheduler is not running")]
+    SchedulerGone,
+    /// A file or socket operation failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The cluster file is invalid for this master.
+    #[error(transparent)]
+    Config(#[from] jobs::config::ConfigError),
+    /// An RPC handshake or framing error.
+    #[error(transparent)]
+    Rpc(#[from] jobs::Error),
+}
+
+/// The result type of the master.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,103 @@
+//! `run`: one master node — the metadata Raft node, the `Scheduler` and `WorkerRegistry` actors,
+//! the tarpc service for workers, and the HTTP API and UI — until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::Actor;
+use tracing::info;
+
+use crate::api::MasterApi;
+use crate::config::MasterConfig;
+use crate::error::Result;
+use crate::ids::IdGenerator;
+use crate::meta::node::Meta;
+use crate::registry::WorkerRegistry;
+use crate::scheduler::Scheduler;
+use crate::worker_client::WorkerClients;
+
+/// HTTP server threads.
+const HTTP_WORKERS: usize = 2;
+
+/// The addresses a running master actually bound (port 0 resolved).
+#[derive(Clone, Copy, Debug)]
+pub struct BoundAddrs {
+    /// The tarpc service.
+    pub rpc: SocketAddr,
+    /// The HTTP API and UI.
+    pub http: SocketAddr,
+}
+
+/// Runs a master until `shutdown` resolves. Must be called inside an actix `System`.
+/// `on_ready` is called once both listeners are bound.
+///
+/// # Errors
+/// If a listener cannot be bound or the metadata store cannot be opened.
+pub async fn run(
+    config: MasterConfig,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(BoundAddrs),
+) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let rpc_listener = tokio::net::TcpListener::bind(config.rpc_addr).await?;
+    let http_listener = std::net::TcpListener::bind(config.http_addr)?;
+    let bound = BoundAddrs {
+        rpc: rpc_listener.local_addr()?,
+        http: http_listener.local_addr()?,
+    };
+
+    let meta = Meta::start(
+        config.id,
+        bound.rpc.to_string(),
+        &config.data_dir.join("meta"),
+    )
+    .await?;
+    let ids = Arc::new(IdGenerator::new(config.id));
+    {
+        let state = meta.state();
+        let reserved = state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .ids_reserved_until_ms;
+        ids.advance_to(reserved);
+    }
+    let secret: Arc<str> = Arc::from(config.secret.as_str());
+    let launcher = Arc::new(WorkerClients::new(secret.clone()));
+    let scheduler = Scheduler::new(meta.clone(), ids, launcher, config.base_dir.clone()).start();
+    let registry = WorkerRegistry::new(meta.clone(), scheduler.clone()).start();
+
+    let (stop_rpc, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rpc = tokio::spawn(crate::rpc_server::run(
+        rpc_listener,
+        secret.clone(),
+        registry.clone(),
+        scheduler.clone(),
+        async {
+            let _ = rpc_stopped.await;
+        },
+    ));
+
+    let api = MasterApi::new(
+        config.id,
+        secret,
+        meta.clone(),
+        scheduler,
+        registry,
+        config.cluster.masters.clone(),
+    );
+    let http = web::serve(http_listener, Arc::new(api), HTTP_WORKERS)?;
+    let http_handle = http.handle();
+    let http_task = tokio::spawn(http);
+
+    info!(id = config.id, rpc = %bound.rpc, http = %bound.http, "master ready");
+    on_ready(bound);
+    shutdown.await;
+    info!("master shutting down");
+    http_handle.stop(true).await;
+    let _ = http_task.await;
+    let _ = stop_rpc.send(());
+    let _ = rpc.await;
+    meta.shutdown().await?;
+    Ok(())
+}

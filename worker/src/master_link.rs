@@ -1,0 +1,297 @@
+//! `MasterLink`: the worker's side of the conversation with the masters — registering (again
+//! whenever a master does not know it), heartbeating, and reporting outcomes in batches.
+//! It finds a master by a Fisher–Yates shuffle of the configured list, follows leader hints,
+//! and retries with backoff, so a master restart or failover needs no worker restart.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobs::registry::JobName;
+use jobs::rpc::{
+    HeartbeatRequest, MasterServiceClient, RegisterWorkerRequest, RemoteError,
+    ReportTaskStatusRequest, TaskStatus,
+};
+use jobs::WorkerId;
+use rand::seq::SliceRandom;
+use tokio::sync::{mpsc, Mutex};
+use tracing::{info, warn};
+
+use crate::executor::Executor;
+
+/// How long connecting to a master may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline of one call to a master.
+const CALL_DEADLINE: Duration = Duration::from_secs(5);
+/// Backoff bounds between retries.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The most outcomes in one report.
+const MAX_REPORT_BATCH: usize = 4096;
+
+/// What the worker tells the master about itself.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Its name.
+    pub name: String,
+    /// Its bound RPC address.
+    pub rpc_addr: String,
+    /// Its slots.
+    pub slots: u32,
+    /// The jobs it serves.
+    pub jobs: Vec<JobName>,
+    /// Random per process.
+    pub incarnation: u64,
+}
+
+/// The link (cheap to clone).
+#[derive(Clone)]
+pub struct MasterLink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    identity: Identity,
+    masters: Vec<String>,
+    secret: Arc<str>,
+    executor: Executor,
+    /// The connected master and its client.
+    client: Mutex<Option<(String, MasterServiceClient)>>,
+    /// 0 until registered.
+    worker_id: AtomicU64,
+    heartbeat_ms: AtomicU64,
+}
+
+fn context() -> tarpc::context::Context {
+    let mut ctx = tarpc::context::current();
+    ctx.deadline = Instant::now() + CALL_DEADLINE;
+    ctx
+}
+
+/// Why a call failed.
+enum CallError {
+    /// The master does not know this worker: register again.
+    Unknown,
+    /// Transport failure or a master-side problem: try again (maybe elsewhere).
+    Retry(String),
+}
+
+impl MasterLink {
+    /// A link for a worker that has not registered yet.
+    pub fn new(
+        identity: Identity,
+        masters: Vec<String>,
+        secret: Arc<str>,
+        executor: Executor,
+    ) -> MasterLink {
+        MasterLink {
+            inner: Arc::new(Inner {
+                identity,
+                masters,
+                secret,
+                executor,
+                client: Mutex::new(None),
+                worker_id: AtomicU64::new(0),
+                heartbeat_ms: AtomicU64::new(500),
+            }),
+        }
+    }
+
+    /// The worker's id (0 before registration).
+    pub fn worker_id(&self) -> WorkerId {
+        WorkerId(self.inner.worker_id.load(Ordering::SeqCst))
+    }
+
+    /// A client to some master: the current one, or the first of a shuffled list that answers
+    /// (a leader hint goes first).
+    async fn client(&self, hint: Option<String>) -> Result<MasterServiceClient, String> {
+        let mut current = self.inner.client.lock().await;
+        if hint.is_none() {
+            if let Some((_, client)) = current.as_ref() {
+                return Ok(client.clone());
+            }
+        }
+        let mut order = self.inner.masters.clone();
+        order.shuffle(&mut rand::thread_rng());
+        if let Some(hint) = hint {
+            order.retain(|m| *m != hint);
+            order.insert(0, hint);
+        }
+        let mut last_error = String::from("no masters configured");
+        for addr in order {
+            match jobs::auth::dial(&addr, &self.inner.secret, CONNECT_TIMEOUT).await {
+                Ok(stream) => {
+                    let client = MasterServiceClient::new(
+                        tarpc::client::Config::default(),
+                        jobs::auth::transport(stream),
+                    )
+                    .spawn();
+                    *current = Some((addr, client.clone()));
+                    return Ok(client);
+                }
+                Err(e) => last_error = format!("{addr}: {e}"),
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn drop_client(&self) {
+        *self.inner.client.lock().await = None;
+    }
+
+    fn classify(
+        &self,
+        result: Result<RemoteError, tarpc::client::RpcError>,
+    ) -> (CallError, Option<String>) {
+        match result {
+            Ok(RemoteError::UnknownWorker { .. }) => (CallError::Unknown, None),
+            Ok(RemoteError::NotLeader { leader }) => {
+                (CallError::Retry("not the leader".into()), leader)
+            }
+            Ok(other) => (CallError::Retry(other.to_string()), None),
+            Err(rpc) => (CallError::Retry(rpc.to_string()), None),
+        }
+    }
+
+    /// Registers (again), retrying until it succeeds.
+    pub async fn register(&self) {
+        let mut backoff = MIN_BACKOFF;
+        let mut hint = None;
+        loop {
+            let request = RegisterWorkerRequest {
+                name: self.inner.identity.name.clone(),
+                rpc_addr: self.inner.identity.rpc_addr.clone(),
+                slots: self.inner.identity.slots,
+                jobs: self.inner.identity.jobs.clone(),
+                incarnation: self.inner.identity.incarnation,
+                running: self.inner.executor.running_attempts(),
+            };
+            let error = match self.client(hint.take()).await {
+                Ok(client) => match client.register_worker(context(), request).await {
+                    Ok(Ok(response)) => {
+                        self.inner
+                            .worker_id
+                            .store(response.worker_id.0, Ordering::SeqCst);
+                        self.inner
+                            .heartbeat_ms
+                            .store(response.heartbeat_interval_ms.max(10), Ordering::SeqCst);
+                        info!(worker_id = %response.worker_id, "registered with the master");
+                        return;
+                    }
+                    Ok(Err(remote)) => {
+                        let (error, leader) = self.classify(Ok(remote));
+                        hint = leader;
+                        error
+                    }
+                    Err(rpc) => {
+                        self.drop_client().await;
+                        CallError::Retry(rpc.to_string())
+                    }
+                },
+                Err(e) => CallError::Retry(e),
+            };
+            if let CallError::Retry(reason) = error {
+                warn!(%reason, "registration failed; retrying");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Heartbeats until the task is dropped; re-registers when the master does not know us.
+    pub async fn heartbeat_loop(self) {
+        loop {
+            let interval = Duration::from_millis(self.inner.heartbeat_ms.load(Ordering::SeqCst));
+            tokio::time::sleep(interval).await;
+            if let Err(CallError::Unknown) = self.heartbeat(false).await {
+                warn!("the master does not know this worker; registering again");
+                self.register().await;
+            }
+        }
+    }
+
+    /// Sends one heartbeat (with `draining` set at shutdown) and applies its cancellations.
+    async fn heartbeat(&self, draining: bool) -> Result<(), CallError> {
+        let request = HeartbeatRequest {
+            worker_id: self.worker_id(),
+            incarnation: self.inner.identity.incarnation,
+            running: self.inner.executor.running_attempts(),
+            draining,
+        };
+        let client = self.client(None).await.map_err(CallError::Retry)?;
+        match client.heartbeat(context(), request).await {
+            Ok(Ok(response)) => {
+                for attempt in &response.cancel {
+                    self.inner.executor.cancel(attempt);
+                }
+                // An attempt the master no longer wants will never be acknowledged.
+                self.inner.executor.acknowledged(&response.cancel);
+                Ok(())
+            }
+            Ok(Err(remote)) => Err(self.classify(Ok(remote)).0),
+            Err(rpc) => {
+                self.drop_client().await;
+                Err(CallError::Retry(rpc.to_string()))
+            }
+        }
+    }
+
+    /// Tells the master this worker is leaving, so its tasks move on at once.
+    pub async fn say_goodbye(&self) {
+        let _ = tokio::time::timeout(CALL_DEADLINE, self.heartbeat(true)).await;
+    }
+
+    /// Sends outcomes to the master in batches (everything queued while a report is in flight
+    /// goes in the next one), until `outcomes` closes. A report is retried until the master
+    /// acknowledges it.
+    pub async fn report_loop(self, mut outcomes: mpsc::UnboundedReceiver<TaskStatus>) {
+        while let Some(first) = outcomes.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_REPORT_BATCH {
+                match outcomes.try_recv() {
+                    Ok(status) => batch.push(status),
+                    Err(_) => break,
+                }
+            }
+            self.report(batch).await;
+        }
+    }
+
+    async fn report(&self, statuses: Vec<TaskStatus>) {
+        let attempts: Vec<_> = statuses.iter().map(|s| s.attempt).collect();
+        let mut backoff = MIN_BACKOFF;
+        let mut hint = None;
+        loop {
+            let request = ReportTaskStatusRequest {
+                worker_id: self.worker_id(),
+                statuses: statuses.clone(),
+            };
+            let outcome = match self.client(hint.take()).await {
+                Ok(client) => match client.report_task_status(context(), request).await {
+                    Ok(Ok(())) => {
+                        self.inner.executor.acknowledged(&attempts);
+                        return;
+                    }
+                    Ok(Err(remote)) => {
+                        let (error, leader) = self.classify(Ok(remote));
+                        hint = leader;
+                        error
+                    }
+                    Err(rpc) => {
+                        self.drop_client().await;
+                        CallError::Retry(rpc.to_string())
+                    }
+                },
+                Err(e) => CallError::Retry(e),
+            };
+            match outcome {
+                CallError::Unknown => self.register().await,
+                CallError::Retry(reason) => {
+                    warn!(%reason, count = attempts.len(), "report failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
