@@ -1,1 +1,177 @@
-//! placeholder
+//! Example job crate: how a user writes jobs for the cluster.
+//!
+//! A job crate depends on `jobs`, implements [`jobs::MapReduce`] or [`jobs::Task`], and
+//! registers each job under a name with [`jobs::register_mapreduce!`] or
+//! [`jobs::register_task!`]. A worker binary that links the crate serves its jobs (see
+//! `src/bin/example-worker.rs`, three lines), and `cluster.toml` points workers at that binary
+//! with `bin = "target/release/example-worker"`.
+//!
+//! The jobs here:
+//! - `anagrams` (MapReduce): groups the words of the input that are anagrams of each other.
+//! - `crash-test` (MapReduce): counts lines, but panics in `map` on a line containing
+//!   `params.panic_on` — a fault-injection job that shows how a panicking job fails.
+//! - `slow-wordcount` (MapReduce): `wordcount` that sleeps `params.line_delay_us` microseconds
+//!   per input line — for watching progress, and for killing workers mid-job in fault demos.
+//! - `reverse` (task): reverses the string payload.
+
+use std::collections::BTreeSet;
+
+use jobs::{Emit, MapReduce, Record, Task, TaskContext};
+use serde_json::Value;
+
+/// Groups words by their sorted letters; value = the distinct words, comma-separated, sorted.
+/// Only groups of two or more words are written.
+#[derive(Debug, Default)]
+pub struct Anagrams;
+
+fn distinct<'a>(values: &mut dyn Iterator<Item = &'a str>) -> BTreeSet<&'a str> {
+    values.flat_map(|v| v.split(',')).filter(|w| !w.is_empty()).collect()
+}
+
+impl MapReduce for Anagrams {
+    fn map(&self, record: &Record<'_>, out: &mut dyn Emit) {
+        jobs::builtin::for_each_word(record.line, |word| {
+            let mut letters: Vec<char> = word.chars().collect();
+            letters.sort_unstable();
+            out.emit(&letters.into_iter().collect::<String>(), word);
+        });
+    }
+
+    fn reduce(&self, key: &str, values: &mut dyn Iterator<Item = &str>, out: &mut dyn Emit) {
+        let words = distinct(values);
+        if words.len() > 1 {
+            out.emit(key, &words.into_iter().collect::<Vec<_>>().join(","));
+        }
+    }
+
+    fn combine(&self, _key: &str, values: &mut dyn Iterator<Item = &str>) -> Option<String> {
+        Some(distinct(values).into_iter().collect::<Vec<_>>().join(","))
+    }
+}
+
+jobs::register_mapreduce!("anagrams", Anagrams);
+
+/// Counts lines per file, and panics on a line containing `panic_on`.
+#[derive(Debug)]
+pub struct CrashTest {
+    panic_on: String,
+}
+
+impl CrashTest {
+    /// Builds the job from `{"panic_on": "<text>"}`.
+    ///
+    /// # Errors
+    /// If `panic_on` is missing or empty.
+    pub fn from_params(params: &Value) -> Result<CrashTest, String> {
+        let panic_on = params.get("panic_on").and_then(Value::as_str).unwrap_or_default();
+        if panic_on.is_empty() {
+            return Err("crash-test needs params {\"panic_on\": \"<text>\"}".into());
+        }
+        Ok(CrashTest { panic_on: panic_on.to_string() })
+    }
+}
+
+impl MapReduce for CrashTest {
+    fn map(&self, record: &Record<'_>, out: &mut dyn Emit) {
+        if record.line.contains(&self.panic_on) {
+            panic!("crash-test found {:?} at {}:{}", self.panic_on, record.path, record.line_number);
+        }
+        out.emit(record.path, "1");
+    }
+
+    fn reduce(&self, key: &str, values: &mut dyn Iterator<Item = &str>, out: &mut dyn Emit) {
+        out.emit(key, &values.count().to_string());
+    }
+}
+
+jobs::register_mapreduce!("crash-test", CrashTest, CrashTest::from_params);
+
+/// Word count, slowed down on purpose.
+#[derive(Debug)]
+pub struct SlowWordCount {
+    delay: std::time::Duration,
+}
+
+impl SlowWordCount {
+    /// Builds the job from `{"line_delay_us": n}` (default 1000).
+    ///
+    /// # Errors
+    /// If `line_delay_us` is not a non-negative integer.
+    pub fn from_params(params: &Value) -> Result<SlowWordCount, String> {
+        let micros = match params.get("line_delay_us") {
+            None | Some(Value::Null) => 1000,
+            Some(v) => v.as_u64().ok_or("`line_delay_us` must be a non-negative integer")?,
+        };
+        Ok(SlowWordCount { delay: std::time::Duration::from_micros(micros) })
+    }
+}
+
+impl MapReduce for SlowWordCount {
+    fn map(&self, record: &Record<'_>, out: &mut dyn Emit) {
+        std::thread::sleep(self.delay);
+        jobs::builtin::wordcount::WordCount.map(record, out);
+    }
+
+    fn reduce(&self, key: &str, values: &mut dyn Iterator<Item = &str>, out: &mut dyn Emit) {
+        jobs::builtin::wordcount::WordCount.reduce(key, values, out);
+    }
+
+    fn combine(&self, key: &str, values: &mut dyn Iterator<Item = &str>) -> Option<String> {
+        jobs::builtin::wordcount::WordCount.combine(key, values)
+    }
+}
+
+jobs::register_mapreduce!("slow-wordcount", SlowWordCount, SlowWordCount::from_params);
+
+/// Reverses a string payload.
+#[derive(Debug, Default)]
+pub struct Reverse;
+
+impl Task for Reverse {
+    fn run(&self, _ctx: &TaskContext, payload: &Value) -> Result<Value, String> {
+        let text = payload.as_str().ok_or("reverse needs a string payload")?;
+        Ok(Value::String(text.chars().rev().collect()))
+    }
+}
+
+jobs::register_task!("reverse", Reverse);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_map(job: &dyn MapReduce, line: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let record = Record { path: "f", line_number: 1, line };
+        job.map(&record, &mut |k: &str, v: &str| out.push((k.to_string(), v.to_string())));
+        out
+    }
+
+    #[test]
+    fn anagrams_group_words_by_letters() {
+        let pairs = run_map(&Anagrams, "Listen silent");
+        assert_eq!(pairs, vec![("eilnst".into(), "listen".into()), ("eilnst".into(), "silent".into())]);
+        let mut out = Vec::new();
+        Anagrams.reduce("eilnst", &mut ["silent", "listen,enlist", "silent"].into_iter(), &mut |k: &str, v: &str| {
+            out.push((k.to_string(), v.to_string()))
+        });
+        assert_eq!(out, vec![("eilnst".to_string(), "enlist,listen,silent".to_string())]);
+    }
+
+    #[test]
+    fn crash_test_panics_on_its_marker() {
+        let job = CrashTest::from_params(&serde_json::json!({"panic_on": "BOOM"})).unwrap();
+        assert_eq!(run_map(&job, "fine").len(), 1);
+        let caught = std::panic::catch_unwind(|| run_map(&job, "a BOOM here"));
+        assert!(caught.is_err());
+        assert!(CrashTest::from_params(&Value::Null).is_err());
+    }
+
+    #[test]
+    fn the_jobs_are_registered() {
+        let names: Vec<String> = jobs::registry::linked_jobs().unwrap().into_iter().map(|j| j.name).collect();
+        for name in ["anagrams", "crash-test", "reverse", "wordcount"] {
+            assert!(names.contains(&name.to_string()), "{name} missing from {names:?}");
+        }
+    }
+}

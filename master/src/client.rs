@@ -532,11 +532,9 @@ impl ProgressDisplay {
 fn progress_line(job: &JobView, elapsed: Duration, bar: bool) -> String {
     let JobProgress { done, total } = job.progress;
     let bar = if bar {
-        let filled = if total == 0 {
-            0
-        } else {
-            (done.min(total) * BAR_WIDTH as u64 / total) as usize
-        };
+        let filled = (done.min(total) * BAR_WIDTH as u64)
+            .checked_div(total)
+            .unwrap_or(0) as usize;
         format!(
             "[{}{}] ",
             "#".repeat(filled),

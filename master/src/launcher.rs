@@ -621,12 +621,12 @@ mod tests {
         };
         let shutdown = async {
             for _ in 0..1000 {
-                if started("worker-w1.log") && started("worker-w2.log") {
+                if ["master-1.log", "worker-w1.log", "worker-w2.log"].map(started) == [true; 3] {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            panic!("the workers never started");
+            panic!("the nodes never started");
         };
         let run = up(&config, &master, &worker, shutdown);
         tokio::time::timeout(Duration::from_secs(60), run)
