@@ -13,6 +13,12 @@
 //! - `slow-wordcount` (MapReduce): `wordcount` that sleeps `params.line_delay_us` microseconds
 //!   per input line — for watching progress, and for killing workers mid-job in fault demos.
 //! - `reverse` (task): reverses the string payload.
+//!
+//! [`corpus`] generates the Zipf text the benchmarks and cluster tests run on, and
+//! [`local_cluster`] starts real master and worker processes for them.
+
+pub mod corpus;
+pub mod local_cluster;
 
 use std::collections::BTreeSet;
 
@@ -25,7 +31,10 @@ use serde_json::Value;
 pub struct Anagrams;
 
 fn distinct<'a>(values: &mut dyn Iterator<Item = &'a str>) -> BTreeSet<&'a str> {
-    values.flat_map(|v| v.split(',')).filter(|w| !w.is_empty()).collect()
+    values
+        .flat_map(|v| v.split(','))
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 impl MapReduce for Anagrams {
@@ -63,18 +72,26 @@ impl CrashTest {
     /// # Errors
     /// If `panic_on` is missing or empty.
     pub fn from_params(params: &Value) -> Result<CrashTest, String> {
-        let panic_on = params.get("panic_on").and_then(Value::as_str).unwrap_or_default();
+        let panic_on = params
+            .get("panic_on")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if panic_on.is_empty() {
             return Err("crash-test needs params {\"panic_on\": \"<text>\"}".into());
         }
-        Ok(CrashTest { panic_on: panic_on.to_string() })
+        Ok(CrashTest {
+            panic_on: panic_on.to_string(),
+        })
     }
 }
 
 impl MapReduce for CrashTest {
     fn map(&self, record: &Record<'_>, out: &mut dyn Emit) {
         if record.line.contains(&self.panic_on) {
-            panic!("crash-test found {:?} at {}:{}", self.panic_on, record.path, record.line_number);
+            panic!(
+                "crash-test found {:?} at {}:{}",
+                self.panic_on, record.path, record.line_number
+            );
         }
         out.emit(record.path, "1");
     }
@@ -100,9 +117,13 @@ impl SlowWordCount {
     pub fn from_params(params: &Value) -> Result<SlowWordCount, String> {
         let micros = match params.get("line_delay_us") {
             None | Some(Value::Null) => 1000,
-            Some(v) => v.as_u64().ok_or("`line_delay_us` must be a non-negative integer")?,
+            Some(v) => v
+                .as_u64()
+                .ok_or("`line_delay_us` must be a non-negative integer")?,
         };
-        Ok(SlowWordCount { delay: std::time::Duration::from_micros(micros) })
+        Ok(SlowWordCount {
+            delay: std::time::Duration::from_micros(micros),
+        })
     }
 }
 
@@ -142,20 +163,37 @@ mod tests {
 
     fn run_map(job: &dyn MapReduce, line: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        let record = Record { path: "f", line_number: 1, line };
-        job.map(&record, &mut |k: &str, v: &str| out.push((k.to_string(), v.to_string())));
+        let record = Record {
+            path: "f",
+            line_number: 1,
+            line,
+        };
+        job.map(&record, &mut |k: &str, v: &str| {
+            out.push((k.to_string(), v.to_string()))
+        });
         out
     }
 
     #[test]
     fn anagrams_group_words_by_letters() {
         let pairs = run_map(&Anagrams, "Listen silent");
-        assert_eq!(pairs, vec![("eilnst".into(), "listen".into()), ("eilnst".into(), "silent".into())]);
+        assert_eq!(
+            pairs,
+            vec![
+                ("eilnst".into(), "listen".into()),
+                ("eilnst".into(), "silent".into())
+            ]
+        );
         let mut out = Vec::new();
-        Anagrams.reduce("eilnst", &mut ["silent", "listen,enlist", "silent"].into_iter(), &mut |k: &str, v: &str| {
-            out.push((k.to_string(), v.to_string()))
-        });
-        assert_eq!(out, vec![("eilnst".to_string(), "enlist,listen,silent".to_string())]);
+        Anagrams.reduce(
+            "eilnst",
+            &mut ["silent", "listen,enlist", "silent"].into_iter(),
+            &mut |k: &str, v: &str| out.push((k.to_string(), v.to_string())),
+        );
+        assert_eq!(
+            out,
+            vec![("eilnst".to_string(), "enlist,listen,silent".to_string())]
+        );
     }
 
     #[test]
@@ -169,9 +207,16 @@ mod tests {
 
     #[test]
     fn the_jobs_are_registered() {
-        let names: Vec<String> = jobs::registry::linked_jobs().unwrap().into_iter().map(|j| j.name).collect();
+        let names: Vec<String> = jobs::registry::linked_jobs()
+            .unwrap()
+            .into_iter()
+            .map(|j| j.name)
+            .collect();
         for name in ["anagrams", "crash-test", "reverse", "wordcount"] {
-            assert!(names.contains(&name.to_string()), "{name} missing from {names:?}");
+            assert!(
+                names.contains(&name.to_string()),
+                "{name} missing from {names:?}"
+            );
         }
     }
 }

@@ -20,8 +20,9 @@ pub enum Error {
         id: JobId,
     },
     /// The metadata could not be changed (not the leader, Raft stopped, storage failed).
+    /// Boxed: Raft errors are large, and this type travels through every `Result`.
     #[error(transparent)]
-    Meta(#[from] MetaError),
+    Meta(Box<MetaError>),
     /// The scheduler actor is gone (the master is shutting down).
     #[error("the scheduler is not running")]
     SchedulerGone,
@@ -34,6 +35,12 @@ pub enum Error {
     /// An RPC handshake or framing error.
     #[error(transparent)]
     Rpc(#[from] jobs::Error),
+}
+
+impl From<MetaError> for Error {
+    fn from(error: MetaError) -> Error {
+        Error::Meta(Box::new(error))
+    }
 }
 
 /// The result type of the master.

@@ -8,10 +8,8 @@
 //! passes the memory budget it is sorted and spilled as one run file; at the end a single
 //! spill is renamed into place and several are k-way merged ([`crate::run_file`]).
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -267,40 +265,9 @@ impl<'a> Iterator for SplitLines<'a> {
     }
 }
 
-/// A small fast hasher (the Fx multiply-rotate scheme) for the combining tables: keys are short
-/// and chosen by the job's own input, so SipHash's DoS resistance buys nothing here.
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        for &byte in chunks.remainder() {
-            self.add(u64::from(byte));
-        }
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
-
-type CombineTable = HashMap<Box<str>, ValueBuffer, BuildHasherDefault<FxHasher>>;
+/// The combining tables hash with FxHash: keys are short and come from the job's own input, so
+/// SipHash's DoS resistance buys nothing here.
+type CombineTable = rustc_hash::FxHashMap<Box<str>, ValueBuffer>;
 
 /// Replaces two or more values by the job's combination (kept as they are if it has none).
 fn combine_values(job: &dyn MapReduce, key: &str, values: &mut ValueBuffer) {

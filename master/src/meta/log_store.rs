@@ -20,7 +20,7 @@
 //! An in-memory index maps each live log index to its record, and the most recent entries are
 //! cached, so the reads that follow an append (applying, replicating) never touch the disk.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -67,8 +67,8 @@ struct Inner {
     file: File,
     /// The end of the last valid record: the next append goes here.
     end: u64,
-    /// The live entries (above the purged id), with contiguous indexes.
-    positions: VecDeque<Position>,
+    /// The live entries (above the purged id) by index.
+    positions: BTreeMap<u64, Position>,
     /// Recent entries by index, with their encoded size.
     cache: BTreeMap<u64, (Entry<TypeConfig>, u64)>,
     cache_bytes: u64,
@@ -91,7 +91,7 @@ impl LogStore {
     ///
     /// # Errors
     /// An I/O error, or `InvalidData` if a record with a valid checksum cannot be decoded or the
-    /// log has a hole.
+    /// indexes in the file go backwards.
     pub fn open(dir: &Path) -> io::Result<LogStore> {
         LogStore::open_with(dir, COMPACT_MIN_BYTES)
     }
@@ -113,15 +113,13 @@ impl LogStore {
         Ok(inner.vote.is_none() && inner.positions.is_empty() && inner.purged.is_none())
     }
 
-    /// Appends `entries` (which must continue the log without a hole) and returns once they are
-    /// on disk: what [`RaftLogStorage::append`] does before it tells openraft.
+    /// Appends `entries` with one write and one fsync and returns once they are on disk: what
+    /// [`RaftLogStorage::append`] does before it tells openraft.
     ///
     /// # Errors
-    /// An I/O error, or `InvalidInput` if the entries would leave a hole.
+    /// An I/O error, or `InvalidInput` if an entry does not come after the last one (openraft
+    /// truncates before it overwrites).
     pub async fn append_durably(&self, entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
         self.blocking(move |inner| inner.append(entries)).await
     }
 
@@ -179,7 +177,7 @@ impl Inner {
             file.set_len(end)?;
             file.sync_all()?;
         }
-        let last = positions.back().map(|p| p.log_id).or(purged);
+        let last = last_log_id(&positions).or(purged);
         // The committed id is never ahead of the durable log unless the log lost a record.
         let committed = committed.filter(|c| Some(c.index) <= last.map(|l| l.index));
         info!(dir = %dir.display(), entries = positions.len(), ?purged, ?vote, "raft log opened");
@@ -197,34 +195,32 @@ impl Inner {
         })
     }
 
-    /// The index the next appended entry must have, if the log constrains it.
-    fn next_index(&self) -> Option<u64> {
-        match self.positions.back() {
-            Some(last) => Some(last.log_id.index + 1),
-            None => self.purged.map(|p| p.index + 1),
-        }
-    }
-
     fn log_state(&self) -> LogState<TypeConfig> {
         LogState {
             last_purged_log_id: self.purged,
-            last_log_id: self.positions.back().map(|p| p.log_id).or(self.purged),
+            last_log_id: last_log_id(&self.positions).or(self.purged),
         }
     }
 
-    fn append(&mut self, entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
+    fn append(&mut self, mut entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
+        // Entries a snapshot already covers are dropped: openraft never appends them, the
+        // conformance suite does.
+        let purged = self.purged.map(|p| p.index);
+        entries.retain(|e| purged.is_none_or(|p| e.log_id.index > p));
+        if entries.is_empty() {
+            return Ok(());
+        }
         let mut buf = Vec::new();
         let mut added = Vec::with_capacity(entries.len());
-        let mut expected = self.next_index();
+        let mut last = last_log_id(&self.positions).map(|l| l.index);
         let mut offset = self.end;
         for entry in &entries {
             let index = entry.log_id.index;
-            if let Some(expected) = expected.filter(|e| *e != index) {
-                let msg =
-                    format!("append of index {index} would leave a hole (next is {expected})");
+            if last.is_some_and(|last| index <= last) {
+                let msg = format!("append of index {index} after {last:?} without a truncate");
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
             }
-            expected = Some(index + 1);
+            last = Some(index);
             let payload = bincode::serialize(entry).map_err(io::Error::other)?;
             let len = u32::try_from(payload.len())
                 .ok()
@@ -265,7 +261,8 @@ impl Inner {
             self.cache
                 .insert(position.log_id.index, (entry, position.len));
         }
-        self.positions.extend(added);
+        self.positions
+            .extend(added.into_iter().map(|p| (p.log_id.index, p)));
         while self.cache_bytes > CACHE_MAX_BYTES || self.cache.len() > CACHE_MAX_ENTRIES {
             match self.cache.pop_first() {
                 Some((_, (_, len))) => self.cache_bytes -= len,
@@ -275,21 +272,15 @@ impl Inner {
         Ok(())
     }
 
-    /// The live entries with indexes in `[start, end)`.
-    fn entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry<TypeConfig>>> {
-        let Some(first) = self.positions.front().map(|p| p.log_id.index) else {
-            return Ok(Vec::new());
-        };
-        let start = start.max(first);
-        let end = end.min(first + self.positions.len() as u64);
-        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
-        for index in start..end {
-            if let Some((entry, _)) = self.cache.get(&index) {
-                out.push(entry.clone());
-                continue;
+    /// The live entries with indexes in `range`.
+    fn entries(&mut self, range: (Bound<u64>, Bound<u64>)) -> io::Result<Vec<Entry<TypeConfig>>> {
+        let wanted: Vec<Position> = self.positions.range(range).map(|(_, p)| *p).collect();
+        let mut out = Vec::with_capacity(wanted.len());
+        for position in wanted {
+            match self.cache.get(&position.log_id.index) {
+                Some((entry, _)) => out.push(entry.clone()),
+                None => out.push(self.read_at(position)?),
             }
-            let position = self.positions[(index - first) as usize];
-            out.push(self.read_at(position)?);
         }
         Ok(out)
     }
@@ -309,17 +300,13 @@ impl Inner {
 
     /// Removes the entries with index `>= index`.
     fn truncate(&mut self, index: u64) -> io::Result<()> {
-        let Some(first) = self.positions.front().map(|p| p.log_id.index) else {
-            return Ok(());
-        };
-        let keep = index.saturating_sub(first) as usize;
-        let Some(cut) = self.positions.get(keep).map(|p| p.offset) else {
+        let Some(cut) = self.positions.range(index..).next().map(|(_, p)| p.offset) else {
             return Ok(());
         };
         self.file.set_len(cut)?;
         self.file.sync_all()?;
         self.end = cut;
-        self.positions.truncate(keep);
+        self.positions.split_off(&index);
         for (_, (_, len)) in self.cache.split_off(&index) {
             self.cache_bytes -= len;
         }
@@ -335,18 +322,17 @@ impl Inner {
         // The purged id goes first: once it is durable, the entries below it are dead.
         write_atomic(&self.dir, PURGED_FILE, &encode(&Some(log_id))?, true)?;
         self.purged = Some(log_id);
-        while self
-            .positions
-            .front()
-            .is_some_and(|p| p.log_id.index <= log_id.index)
-        {
-            self.positions.pop_front();
-        }
-        let live_cache = self.cache.split_off(&log_id.index.saturating_add(1));
+        let first_live = log_id.index.saturating_add(1);
+        self.positions = self.positions.split_off(&first_live);
+        let live_cache = self.cache.split_off(&first_live);
         for (_, (_, len)) in std::mem::replace(&mut self.cache, live_cache) {
             self.cache_bytes -= len;
         }
-        let dead = self.positions.front().map_or(self.end, |p| p.offset);
+        let dead = self
+            .positions
+            .values()
+            .next()
+            .map_or(self.end, |p| p.offset);
         debug!(%log_id, dead_bytes = dead, "raft log purged");
         if dead >= self.compact_min_bytes && dead >= self.end - dead {
             self.compact(dead)?;
@@ -377,7 +363,7 @@ impl Inner {
         sync_dir(&self.dir)?;
         self.file = tmp;
         self.end = live;
-        for position in self.positions.iter_mut() {
+        for position in self.positions.values_mut() {
             position.offset -= dead;
         }
         info!(dir = %self.dir.display(), dropped_bytes = dead, kept_bytes = live,
@@ -392,10 +378,10 @@ fn scan(
     file: &mut File,
     file_len: u64,
     purged: Option<LogId>,
-) -> io::Result<(VecDeque<Position>, u64)> {
+) -> io::Result<(BTreeMap<u64, Position>, u64)> {
     file.seek(SeekFrom::Start(0))?;
     let mut reader = BufReader::with_capacity(1 << 20, &*file);
-    let mut positions = VecDeque::<Position>::new();
+    let mut positions = BTreeMap::new();
     let mut offset = 0;
     while let Some(payload) = read_record(&mut reader, offset, file_len)? {
         let entry: Entry<TypeConfig> = bincode::deserialize(&payload)
@@ -404,23 +390,25 @@ fn scan(
         let len = HEADER_LEN + payload.len() as u64;
         let dead = positions.is_empty() && purged.is_some_and(|p| log_id.index <= p.index);
         if !dead {
-            let expected = match positions.back() {
-                Some(last) => Some(last.log_id.index + 1),
-                None => purged.map(|p| p.index + 1),
-            };
-            if let Some(expected) = expected.filter(|e| *e != log_id.index) {
-                let msg = format!("hole in the raft log: expected {expected}, found {log_id}");
+            let last = last_log_id(&positions).or(purged);
+            if last.is_some_and(|last| log_id.index <= last.index) {
+                let msg = format!("raft log goes back from {last:?} to {log_id}");
                 return Err(invalid_data(msg));
             }
-            positions.push_back(Position {
+            let position = Position {
                 log_id,
                 offset,
                 len,
-            });
+            };
+            positions.insert(log_id.index, position);
         }
         offset += len;
     }
     Ok((positions, offset))
+}
+
+fn last_log_id(positions: &BTreeMap<u64, Position>) -> Option<LogId> {
+    positions.values().next_back().map(|p| p.log_id)
 }
 
 /// The payload of the record at `offset`, or `None` if it is torn or corrupt.
@@ -492,27 +480,13 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
-    let start = match range.start_bound() {
-        Bound::Included(s) => *s,
-        Bound::Excluded(s) => s.saturating_add(1),
-        Bound::Unbounded => 0,
-    };
-    let end = match range.end_bound() {
-        Bound::Included(e) => e.saturating_add(1),
-        Bound::Excluded(e) => *e,
-        Bound::Unbounded => u64::MAX,
-    };
-    (start, end)
-}
-
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
-        let (start, end) = bounds(&range);
-        self.blocking(move |inner| inner.entries(start, end))
+        let range = (range.start_bound().cloned(), range.end_bound().cloned());
+        self.blocking(move |inner| inner.entries(range))
             .await
             .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))
     }

@@ -121,10 +121,19 @@ struct Proposal {
     reply: Option<ProposalReply>,
 }
 
-/// The handle to this master's metadata node. Cheap to clone; clones share the node.
+/// The handle to this master's metadata node. Cheap to clone; clones share the node. Call
+/// [`Meta::shutdown`] to stop it: dropping the handles stops only the batcher.
 #[derive(Clone)]
 pub struct Meta {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meta")
+            .field("node_id", &self.inner.node_id)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Inner {
@@ -155,8 +164,8 @@ impl Meta {
     /// Opens (or creates) the node's log and snapshots under `dir`, starts openraft, and on the
     /// very first start of a fresh single-node cluster initialises the group with this node as
     /// its only member (later starts rejoin from disk). Returns once a leader is known and, if
-    /// this node leads, its log is applied; after [`START_WAIT`] without a leader it returns
-    /// anyway with a warning, and proposals fail with [`MetaError::NotLeader`] until one is
+    /// this node leads, its log is applied; after 10 s without a leader it returns anyway with
+    /// a warning, and proposals fail with [`MetaError::NotLeader`] until one is
     /// elected.
     ///
     /// # Errors
@@ -205,6 +214,9 @@ impl Meta {
                 last_log_index = ?m.last_log_index, "metadata node started"),
             Err(e) => warn!(node_id, error = %e, "no metadata leader yet"),
         }
+        if let Err(source) = raft.metrics().borrow().running_state.clone() {
+            return Err(MetaError::Raft { source });
+        }
         let (proposals, queue) = mpsc::unbounded_channel();
         let batcher = tokio::spawn(run_batcher(raft.clone(), queue));
         Ok(Meta {
@@ -226,13 +238,11 @@ impl Meta {
     /// [`MetaError::Raft`] if the node failed.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, MetaError> {
         let mut results = self.propose_all(vec![command]).await?;
-        match (results.pop(), results.len()) {
-            (Some(result), 0) => Ok(result),
-            (last, n) => Err(MetaError::ResultCount {
-                commands: 1,
-                results: n + usize::from(last.is_some()),
-            }),
-        }
+        // The batcher hands each proposal exactly as many results as it had commands.
+        results.pop().ok_or(MetaError::ResultCount {
+            commands: 1,
+            results: 0,
+        })
     }
 
     /// Proposes several commands that are committed in one log entry, in order; returns their
@@ -310,6 +320,9 @@ impl Meta {
             .take();
         if let Some(batcher) = batcher {
             batcher.abort();
+            // Wait until the queue is dropped, so that every later proposal fails with `Closed`;
+            // the join error only says that the task was cancelled.
+            let _ = batcher.await;
         }
         result.map_err(|source| MetaError::Shutdown { source })?;
         info!(node_id = self.inner.node_id, "metadata node stopped");

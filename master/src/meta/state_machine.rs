@@ -142,7 +142,11 @@ fn latest_snapshot(dir: &Path) -> io::Result<Option<(SnapshotKey, PathBuf)>> {
 fn remove_older_snapshots(dir: &Path, key: SnapshotKey) -> io::Result<()> {
     for (old, path) in snapshot_files(dir)? {
         if old < key {
-            fs::remove_file(&path)?;
+            match fs::remove_file(&path) {
+                // Another writer (a build racing an install) removed it first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                result => result?,
+            }
             debug!(path = %path.display(), "old metadata snapshot removed");
         }
     }
@@ -157,16 +161,26 @@ fn write_snapshot(dir: &Path, key: SnapshotKey, bytes: &[u8]) -> io::Result<()> 
     Ok(())
 }
 
-/// Reads the latest snapshot file: its meta (decoded from the file's head) and its bytes.
-fn read_latest(dir: &Path) -> io::Result<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>> {
-    let Some((_, path)) = latest_snapshot(dir)? else {
-        return Ok(None);
+/// Reads the latest snapshot file; its meta is decoded from the file's head.
+fn read_latest(dir: &Path) -> io::Result<Option<Snapshot<TypeConfig>>> {
+    // A newer snapshot may replace the latest between listing and reading: list again.
+    let mut attempts = 0;
+    let (path, bytes) = loop {
+        let Some((_, path)) = latest_snapshot(dir)? else {
+            return Ok(None);
+        };
+        match fs::read(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+            result => break (path, result?),
+        }
     };
-    let bytes = fs::read(&path)?;
     // bincode 1 reads a tuple's leading fields and ignores the rest (trailing bytes allowed).
     let (last_applied, membership): (Option<LogId>, Membership) =
         bincode::deserialize(&bytes).map_err(|e| invalid_data(&path, e))?;
-    Ok(Some((snapshot_meta(last_applied, membership), bytes)))
+    Ok(Some(Snapshot {
+        meta: snapshot_meta(last_applied, membership),
+        snapshot: Box::new(Cursor::new(bytes)),
+    }))
 }
 
 fn invalid_data(path: &Path, e: impl std::fmt::Display) -> io::Error {
@@ -303,12 +317,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
         let dir = self.dir.clone();
-        let latest = blocking(move || read_latest(&dir))
+        blocking(move || read_latest(&dir))
             .await
-            .map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
-        Ok(latest.map(|(meta, bytes)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        }))
+            .map_err(|e| snapshot_error(ErrorVerb::Read, e))
     }
 }
