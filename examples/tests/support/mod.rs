@@ -67,14 +67,19 @@ fn poll(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
 /// A free loopback port: bound to port 0, then released (the master needs a known address).
 pub fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr of a bound listener")
+    listener
+        .local_addr()
+        .expect("local_addr of a bound listener")
 }
 
 /// `target/<profile>/<name>`: the test executable lives in `target/<profile>/deps/`, and cargo
 /// puts the workspace's binaries one directory up (ripgrep's tests find `rg` the same way).
 pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
-    let mut dir = exe.parent().expect("the test executable's directory").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("the test executable's directory")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -261,13 +266,24 @@ impl Cluster {
         cluster.add_node(
             "master-1",
             master_bin(),
-            vec!["run".into(), "--config".into(), config.clone(), "--id".into(), "1".into()],
+            vec![
+                "run".into(),
+                "--config".into(),
+                config.clone(),
+                "--id".into(),
+                "1".into(),
+            ],
         );
         for name in &workers {
             cluster.add_node(
                 &format!("worker-{name}"),
                 worker_bin(),
-                vec!["--config".into(), config.clone(), "--name".into(), name.clone()],
+                vec![
+                    "--config".into(),
+                    config.clone(),
+                    "--name".into(),
+                    name.clone(),
+                ],
             );
         }
         cluster
@@ -280,9 +296,11 @@ impl Cluster {
             self.spawn(&format!("worker-{name}"));
         }
         let names = self.workers.clone();
-        self.await_condition("every worker to register and be alive", STARTUP_TIMEOUT, || {
-            names.iter().all(|name| self.worker_alive(name))
-        });
+        self.await_condition(
+            "every worker to register and be alive",
+            STARTUP_TIMEOUT,
+            || names.iter().all(|name| self.worker_alive(name)),
+        );
         self
     }
 
@@ -300,7 +318,10 @@ impl Cluster {
 
     /// Registers a process the harness should own (start, kill, log, kill on drop).
     pub fn add_node(&mut self, name: &str, program: PathBuf, args: Vec<String>) {
-        assert!(self.nodes.iter().all(|n| n.name != name), "node {name} twice");
+        assert!(
+            self.nodes.iter().all(|n| n.name != name),
+            "node {name} twice"
+        );
         let log = self.dir().join(format!("{name}.log"));
         self.nodes.push(Node {
             name: name.to_string(),
@@ -391,16 +412,23 @@ impl Cluster {
     }
 
     fn await_leader(&self) {
-        self.await_condition("the master to answer /api/health as leader", STARTUP_TIMEOUT, || {
-            self.try_get("/api/health")
-                .is_some_and(|(status, body)| status == 200 && body["role"] == "leader")
-        });
+        self.await_condition(
+            "the master to answer /api/health as leader",
+            STARTUP_TIMEOUT,
+            || {
+                self.try_get("/api/health")
+                    .is_some_and(|(status, body)| status == 200 && body["role"] == "leader")
+            },
+        );
     }
 
     /// SIGKILLs a worker (`w1`) and reaps it.
     pub fn kill_worker(&mut self, name: &str) {
         let node = self.node(&format!("worker-{name}"));
-        let mut child = node.child.take().unwrap_or_else(|| panic!("{name} is not running"));
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{name} is not running"));
         child.kill().expect("kill -9 a worker");
         child.wait().expect("reap a killed worker");
     }
@@ -408,16 +436,21 @@ impl Cluster {
     /// Starts a worker again and waits until the master shows it alive.
     pub fn start_worker(&mut self, name: &str) {
         self.spawn(&format!("worker-{name}"));
-        self.await_condition(&format!("worker {name} to be alive"), STARTUP_TIMEOUT, || {
-            self.worker_alive(name)
-        });
+        self.await_condition(
+            &format!("worker {name} to be alive"),
+            STARTUP_TIMEOUT,
+            || self.worker_alive(name),
+        );
     }
 
     /// Stops a node with SIGTERM and waits for it; panics if it does not exit in time or exits
     /// with a failure (every node must stop cleanly on SIGTERM).
     pub fn stop_node(&mut self, name: &str) -> ExitStatus {
         let node = self.node(name);
-        let mut child = node.child.take().unwrap_or_else(|| panic!("{name} is not running"));
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{name} is not running"));
         sigterm(child.id());
         let status = wait_exit(&mut child, STOP_TIMEOUT);
         let Some(status) = status else {
@@ -431,7 +464,10 @@ impl Cluster {
         };
         if !status.success() {
             self.logs_shown.set(true);
-            panic!("{name} exited with {status} after SIGTERM\n{}", self.log_tails());
+            panic!(
+                "{name} exited with {status} after SIGTERM\n{}",
+                self.log_tails()
+            );
         }
         status
     }
@@ -492,10 +528,14 @@ impl Cluster {
         body: Option<&str>,
         auth: Option<&str>,
     ) -> (u16, Value) {
-        self.try_request(method, path, body, auth).unwrap_or_else(|| {
-            self.logs_shown.set(true);
-            panic!("{method} {path}: no answer from the master\n{}", self.log_tails())
-        })
+        self.try_request(method, path, body, auth)
+            .unwrap_or_else(|| {
+                self.logs_shown.set(true);
+                panic!(
+                    "{method} {path}: no answer from the master\n{}",
+                    self.log_tails()
+                )
+            })
     }
 
     /// `GET path`, `None` on a transport error.
@@ -530,7 +570,12 @@ impl Cluster {
 
     /// `POST /api/jobs/{id}/cancel` with the secret.
     pub fn cancel(&self, id: &str) -> (u16, Value) {
-        self.request("POST", &format!("/api/jobs/{id}/cancel"), Some(""), Some(SECRET))
+        self.request(
+            "POST",
+            &format!("/api/jobs/{id}/cancel"),
+            Some(""),
+            Some(SECRET),
+        )
     }
 
     /// `GET /api/jobs/{id}`, which must answer 200.
@@ -597,8 +642,11 @@ impl Cluster {
     /// Writes a job spec to a file in the cluster's directory, for `master submit`.
     pub fn write_spec(&self, name: &str, spec: &Value) -> PathBuf {
         let path = self.dir().join(name);
-        fs::write(&path, serde_json::to_string_pretty(spec).expect("serialize a spec"))
-            .expect("write a spec");
+        fs::write(
+            &path,
+            serde_json::to_string_pretty(spec).expect("serialize a spec"),
+        )
+        .expect("write a spec");
         path
     }
 }
@@ -612,7 +660,11 @@ impl Drop for Cluster {
             }
         }
         if std::thread::panicking() && !self.logs_shown.get() {
-            eprintln!("cluster directory: {}\n{}", self.dir().display(), self.log_tails());
+            eprintln!(
+                "cluster directory: {}\n{}",
+                self.dir().display(),
+                self.log_tails()
+            );
         }
     }
 }
@@ -671,24 +723,21 @@ pub fn attempts_of_kind<'a>(job: &'a Value, kind: &str) -> Vec<&'a Value> {
 
 /// Milliseconds since the epoch of an RFC 3339 UTC time (`2024-05-01T12:00:00.250Z`).
 pub fn rfc3339_ms(text: &str) -> i64 {
-    let bad = || panic!("`{text}` is not an RFC 3339 UTC time");
-    let rest = text.strip_suffix('Z').unwrap_or_else(bad);
-    let (date, time) = rest.split_once('T').unwrap_or_else(bad);
-    let num = |s: &str| s.parse::<i64>().unwrap_or_else(|_| bad());
-    let mut d = date.split('-').map(num);
-    let (y, m, day) = (
-        d.next().unwrap_or_else(bad),
-        d.next().unwrap_or_else(bad),
-        d.next().unwrap_or_else(bad),
-    );
+    parse_rfc3339_ms(text).unwrap_or_else(|| panic!("`{text}` is not an RFC 3339 UTC time"))
+}
+
+fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let rest = text.strip_suffix('Z')?;
+    let (date, time) = rest.split_once('T')?;
+    let fields = |s: &str, sep: char| -> Option<Vec<i64>> {
+        s.split(sep).map(|f| f.parse::<i64>().ok()).collect()
+    };
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(num);
-    let (h, min, s) = (
-        t.next().unwrap_or_else(bad),
-        t.next().unwrap_or_else(bad),
-        t.next().unwrap_or_else(bad),
-    );
-    let millis = num(&format!("{frac:0<3}")[..3]);
+    let (date, hms) = (fields(date, '-')?, fields(hms, ':')?);
+    let (&[y, m, day], &[h, min, s]) = (&date[..], &hms[..]) else {
+        return None;
+    };
+    let millis: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
     // Days from the civil date (Howard Hinnant's algorithm).
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -696,7 +745,7 @@ pub fn rfc3339_ms(text: &str) -> i64 {
     let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    ((days * 24 + h) * 60 + min) * 60_000 + s * 1000 + millis
+    Some(((days * 24 + h) * 60 + min) * 60_000 + s * 1000 + millis)
 }
 
 // ----- input -----
@@ -706,18 +755,59 @@ pub fn rfc3339_ms(text: &str) -> i64 {
 /// final sigma when lowercased), a titlecase digraph, and the Turkish dotted capital I (whose
 /// lowercase is two chars).
 const WORDS: &[&str] = &[
-    "the", "and", "Straße", "of", "to", "map", "ÉTÉ", "reduce", "naïve", "a", "日本語", "in",
-    "Ωμέγα", "worker", "ǅemal", "master", "ΟΔΟΣ", "shuffle", "İstanbul", "key", "value",
-    "café", "résumé", "Ærø", "cluster", "Łódź", "job", "task", "слово", "Mañana", "spill",
-    "merge", "sort", "Ünïcödé", "partition", "kölsch", "split", "テキスト", "raft", "leader",
-    "ﬁnance", "heartbeat", "Ǆungla", "ΣΊΣΥΦΟΣ", "output", "input",
+    "the",
+    "and",
+    "Straße",
+    "of",
+    "to",
+    "map",
+    "ÉTÉ",
+    "reduce",
+    "naïve",
+    "a",
+    "日本語",
+    "in",
+    "Ωμέγα",
+    "worker",
+    "ǅemal",
+    "master",
+    "ΟΔΟΣ",
+    "shuffle",
+    "İstanbul",
+    "key",
+    "value",
+    "café",
+    "résumé",
+    "Ærø",
+    "cluster",
+    "Łódź",
+    "job",
+    "task",
+    "слово",
+    "Mañana",
+    "spill",
+    "merge",
+    "sort",
+    "Ünïcödé",
+    "partition",
+    "kölsch",
+    "split",
+    "テキスト",
+    "raft",
+    "leader",
+    "ﬁnance",
+    "heartbeat",
+    "Ǆungla",
+    "ΣΊΣΥΦΟΣ",
+    "output",
+    "input",
 ];
 
 /// Separators between words: spaces, punctuation, digits (not alphabetic, so they split
 /// words), an underscore, a tab, and a non-ASCII punctuation mark.
 const SEPARATORS: &[&str] = &[
-    " ", " ", " ", " ", ", ", ". ", "; ", " - ", "'", "-", "\t", " 42 ", "7", "_", " (", ") ",
-    "…", " «", "» ", "/",
+    " ", " ", " ", " ", ", ", ". ", "; ", " - ", "'", "-", "\t", " 42 ", "7", "_", " (", ") ", "…",
+    " «", "» ", "/",
 ];
 
 /// A word of the corpus: a frequent word from [`WORDS`] or a rarer synthetic one, in mixed case.
@@ -798,8 +888,8 @@ pub fn generate_corpus(
                 let word = random_word(&mut rng, &cumulative);
                 if invalid_utf8 && file == 0 && rng.gen_range(0..25) == 0 {
                     // Invalid bytes split words (each becomes U+FFFD, which is not alphabetic).
-                    let junk: &[u8] = [&b"\xff"[..], b"\xc3", b"\x80\x80", b"\xe6\x97"]
-                        [rng.gen_range(0..4)];
+                    let junk: &[u8] =
+                        [&b"\xff"[..], b"\xc3", b"\x80\x80", b"\xe6\x97"][rng.gen_range(0..4)];
                     if word.is_ascii() && word.len() > 2 {
                         bytes.extend_from_slice(&word.as_bytes()[..1]);
                         bytes.extend_from_slice(junk);
@@ -813,7 +903,11 @@ pub fn generate_corpus(
                 }
             }
             if line + 1 < lines {
-                let ending: &[u8] = if rng.gen_range(0..10) == 0 { b"\r\n" } else { b"\n" };
+                let ending: &[u8] = if rng.gen_range(0..10) == 0 {
+                    b"\r\n"
+                } else {
+                    b"\n"
+                };
                 bytes.extend_from_slice(ending);
             }
         }
@@ -850,7 +944,10 @@ pub fn reference_wordcount(files: &[PathBuf]) -> BTreeMap<String, String> {
             *counts.entry(word).or_default() += 1;
         }
     }
-    counts.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+    counts
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
 }
 
 /// `index` computed sequentially: word → `<n> <file1>,<file2>,...`, the distinct files (as
@@ -910,12 +1007,16 @@ pub fn read_output(dir: &Path, reducers: u32) -> BTreeMap<String, String> {
         if text.is_empty() {
             continue;
         }
-        assert!(text.ends_with('\n'), "{} does not end with a newline", path.display());
+        assert!(
+            text.ends_with('\n'),
+            "{} does not end with a newline",
+            path.display()
+        );
         let mut previous: Option<&str> = None;
         for (number, line) in text[..text.len() - 1].split('\n').enumerate() {
-            let (key, value) = line.split_once('\t').unwrap_or_else(|| {
-                panic!("{}:{}: no tab in {line:?}", path.display(), number + 1)
-            });
+            let (key, value) = line
+                .split_once('\t')
+                .unwrap_or_else(|| panic!("{}:{}: no tab in {line:?}", path.display(), number + 1));
             assert!(
                 !value.contains('\t') && !key.is_empty(),
                 "{}:{}: not `key<TAB>value`: {line:?}",

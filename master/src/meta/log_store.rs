@@ -169,6 +169,11 @@ impl Inner {
             .create(true)
             .truncate(false)
             .open(&path)?;
+        // Make the (possibly new) directory and file names durable before anything counts on them.
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
         let file_len = file.metadata()?.len();
         let (positions, end) = scan(&mut file, file_len, purged)?;
         if end < file_len {

@@ -52,6 +52,9 @@ impl StateMachineStore {
     pub fn open(dir: &Path) -> io::Result<StateMachineStore> {
         fs::create_dir_all(dir)?;
         remove_temp_files(dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
         let mut store = StateMachineStore {
             dir: dir.to_path_buf(),
             last_applied: None,

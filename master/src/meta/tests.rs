@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobs::{JobId, JobSpec, TaskId, WorkerId};
@@ -224,7 +223,8 @@ fn worker_names(meta: &Meta) -> BTreeSet<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On a current-thread runtime, as under actix.
+#[tokio::test]
 async fn state_survives_restart_snapshot_and_purge() {
     let dir = TempDir::new().unwrap();
     let meta = start(dir.path()).await;
@@ -350,10 +350,9 @@ async fn throughput() {
         let per_proposer = 4000 / proposers;
         let before = meta.metrics().last_log_index.unwrap();
         let started = Instant::now();
-        let meta = Arc::new(meta);
         let tasks: Vec<_> = (0..proposers)
             .map(|p| {
-                let meta = Arc::clone(&meta);
+                let meta = meta.clone();
                 tokio::spawn(async move {
                     for i in 0..per_proposer {
                         let command = Command::ReserveIds {
