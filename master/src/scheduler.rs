@@ -991,7 +991,11 @@ mod tests {
     }
 
     impl TaskLauncher for FakeLauncher {
-        fn launch(&self, addr: String, tasks: Vec<TaskAssignment>) -> BoxFuture<'static, Result<(), LaunchError>> {
+        fn launch(
+            &self,
+            addr: String,
+            tasks: Vec<TaskAssignment>,
+        ) -> BoxFuture<'static, Result<(), LaunchError>> {
             let mut launched = self.launched.lock().unwrap();
             launched.extend(tasks.into_iter().map(|t| (addr.clone(), t)));
             Box::pin(async { Ok(()) })
@@ -1014,11 +1018,18 @@ mod tests {
 
     async fn harness() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::start(1, "127.0.0.1:1".into(), &dir.path().join("meta")).await.unwrap();
+        let meta = Meta::start(1, "127.0.0.1:1".into(), &dir.path().join("meta"))
+            .await
+            .unwrap();
         let launcher = Arc::new(FakeLauncher::default());
-        let scheduler = Scheduler::new(meta.clone(), Arc::new(IdGenerator::new(1)), launcher.clone(), dir.path().into())
-            .with_backup_min_age(Duration::from_millis(50))
-            .start();
+        let scheduler = Scheduler::new(
+            meta.clone(),
+            Arc::new(IdGenerator::new(1)),
+            launcher.clone(),
+            dir.path().into(),
+        )
+        .with_backup_min_age(Duration::from_millis(50))
+        .start();
         for (id, name) in [(1, "w1"), (2, "w2")] {
             scheduler
                 .send(WorkerJoined {
@@ -1027,20 +1038,36 @@ mod tests {
                     addr: format!("{name}:1"),
                     slots: 1,
                     jobs: vec![
-                        JobName { kind: JobKind::Task, name: "echo".into() },
-                        JobName { kind: JobKind::MapReduce, name: "wordcount".into() },
+                        JobName {
+                            kind: JobKind::Task,
+                            name: "echo".into(),
+                        },
+                        JobName {
+                            kind: JobKind::MapReduce,
+                            name: "wordcount".into(),
+                        },
                     ],
                     restarted: false,
                 })
                 .await
                 .unwrap();
         }
-        Harness { scheduler, launcher, meta, _dir: dir }
+        Harness {
+            scheduler,
+            launcher,
+            meta,
+            _dir: dir,
+        }
     }
 
     impl Harness {
         async fn submit(&self, spec: &str) -> Result<JobId> {
-            self.scheduler.send(SubmitJob { spec: JobSpec::from_json(spec).unwrap() }).await.unwrap()
+            self.scheduler
+                .send(SubmitJob {
+                    spec: JobSpec::from_json(spec).unwrap(),
+                })
+                .await
+                .unwrap()
         }
 
         /// Waits (bounded) until `n` attempts have been launched in total.
@@ -1052,12 +1079,27 @@ mod tests {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            panic!("fewer than {n} launches: {:?}", self.launcher.launched.lock().unwrap());
+            panic!(
+                "fewer than {n} launches: {:?}",
+                self.launcher.launched.lock().unwrap()
+            );
         }
 
         async fn report(&self, worker: u64, attempt: AttemptId, outcome: TaskOutcome) {
-            let status = TaskStatus { attempt, outcome, started_ms: 1, finished_ms: 2, counters: Counters::default() };
-            self.scheduler.send(ReportStatuses { worker_id: WorkerId(worker), statuses: vec![status] }).await.unwrap();
+            let status = TaskStatus {
+                attempt,
+                outcome,
+                started_ms: 1,
+                finished_ms: 2,
+                counters: Counters::default(),
+            };
+            self.scheduler
+                .send(ReportStatuses {
+                    worker_id: WorkerId(worker),
+                    statuses: vec![status],
+                })
+                .await
+                .unwrap();
         }
 
         async fn state(&self, id: JobId) -> JobState {
@@ -1083,19 +1125,35 @@ mod tests {
         let launched = h.launched(1).await;
         let (_, task) = &launched[0];
         assert_eq!(task.attempt.job_id, id);
-        let TaskWork::Run { payload } = &task.work else { panic!("not a run") };
-        let output = TaskOutput::Run { result: payload.clone() };
-        h.report(1, task.attempt, TaskOutcome::Succeeded(output)).await;
+        let TaskWork::Run { payload } = &task.work else {
+            panic!("not a run")
+        };
+        let output = TaskOutput::Run {
+            result: payload.clone(),
+        };
+        h.report(1, task.attempt, TaskOutcome::Succeeded(output))
+            .await;
         assert_eq!(h.state(id).await, JobState::Succeeded);
-        let result = h.meta.state().read().unwrap().jobs[&id].result.clone().unwrap();
+        let result = h.meta.state().read().unwrap().jobs[&id]
+            .result
+            .clone()
+            .unwrap();
         assert_eq!(result.0, serde_json::json!({"a": 1}));
-        assert_eq!(h.launcher.launched.lock().unwrap().len(), 1, "no second launch");
+        assert_eq!(
+            h.launcher.launched.lock().unwrap().len(),
+            1,
+            "no second launch"
+        );
     }
 
     #[actix::test]
     async fn unknown_jobs_are_rejected_with_what_is_served() {
         let h = harness().await;
-        let err = h.submit(r#"{"kind":"task","job":"nope"}"#).await.unwrap_err().to_string();
+        let err = h
+            .submit(r#"{"kind":"task","job":"nope"}"#)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope") && err.contains("echo"), "{err}");
     }
 
@@ -1104,14 +1162,23 @@ mod tests {
         let h = harness().await;
         let id = h.submit(ECHO).await.unwrap();
         let first = h.launched(1).await[0].1.attempt;
-        let failed = |e: &str| TaskOutcome::Failed { error: e.into(), retryable: true };
+        let failed = |e: &str| TaskOutcome::Failed {
+            error: e.into(),
+            retryable: true,
+        };
         h.report(1, first, failed("panicked: boom")).await;
         let second = h.launched(2).await[1].1.attempt;
         assert_eq!(second.attempt, 2);
         h.report(2, second, failed("panicked: boom")).await;
         assert_eq!(h.state(id).await, JobState::Failed);
-        let error = h.meta.state().read().unwrap().jobs[&id].error.clone().unwrap();
-        assert!(error.contains("panicked: boom") && error.contains("2 attempts"), "{error}");
+        let error = h.meta.state().read().unwrap().jobs[&id]
+            .error
+            .clone()
+            .unwrap();
+        assert!(
+            error.contains("panicked: boom") && error.contains("2 attempts"),
+            "{error}"
+        );
     }
 
     #[actix::test]
@@ -1120,13 +1187,21 @@ mod tests {
         let id = h.submit(ECHO).await.unwrap();
         let (addr, first) = h.launched(1).await[0].clone();
         let lost = if addr == "w1:1" { 1 } else { 2 };
-        h.scheduler.send(WorkerLost { worker_id: WorkerId(lost) }).await.unwrap();
+        h.scheduler
+            .send(WorkerLost {
+                worker_id: WorkerId(lost),
+            })
+            .await
+            .unwrap();
         let (addr2, second) = h.launched(2).await[1].clone();
         assert_ne!(addr, addr2, "re-run elsewhere");
         assert_eq!(second.attempt.task_id, first.attempt.task_id);
-        let output = TaskOutput::Run { result: Json(serde_json::Value::Null) };
+        let output = TaskOutput::Run {
+            result: Json(serde_json::Value::Null),
+        };
         // The lost attempt reporting late changes nothing; the new one finishes the job.
-        h.report(3 - lost, second.attempt, TaskOutcome::Succeeded(output)).await;
+        h.report(3 - lost, second.attempt, TaskOutcome::Succeeded(output))
+            .await;
         assert_eq!(h.state(id).await, JobState::Succeeded);
     }
 
@@ -1143,22 +1218,48 @@ mod tests {
         );
         let id = h.submit(&spec).await.unwrap();
         let maps = h.launched(2).await;
-        assert!(maps.iter().all(|(_, t)| matches!(t.work, TaskWork::Map { .. })));
+        assert!(maps
+            .iter()
+            .all(|(_, t)| matches!(t.work, TaskWork::Map { .. })));
         for (addr, task) in &maps {
             let worker = if addr == "w1:1" { 1 } else { 2 };
             let segments = vec![jobs::rpc::Segment { offset: 0, len: 5 }];
-            h.report(worker, task.attempt, TaskOutcome::Succeeded(TaskOutput::Map { segments })).await;
+            h.report(
+                worker,
+                task.attempt,
+                TaskOutcome::Succeeded(TaskOutput::Map { segments }),
+            )
+            .await;
         }
         let (_, reduce) = h.launched(3).await[2].clone();
-        let TaskWork::Reduce { maps: locations, .. } = &reduce.work else { panic!("not a reduce") };
+        let TaskWork::Reduce {
+            maps: locations, ..
+        } = &reduce.work
+        else {
+            panic!("not a reduce")
+        };
         assert_eq!(locations.len(), 2);
-        assert!(locations.iter().all(|l| l.len == 5 && !l.worker_addr.is_empty()));
+        assert!(locations
+            .iter()
+            .all(|l| l.len == 5 && !l.worker_addr.is_empty()));
         let file = format!("{}/out/part-r-00000", dir.path().display());
-        let worker = if h.launcher.launched.lock().unwrap()[2].0 == "w1:1" { 1 } else { 2 };
-        h.report(worker, reduce.attempt, TaskOutcome::Succeeded(TaskOutput::Reduce { file: file.clone() })).await;
+        let worker = if h.launcher.launched.lock().unwrap()[2].0 == "w1:1" {
+            1
+        } else {
+            2
+        };
+        h.report(
+            worker,
+            reduce.attempt,
+            TaskOutcome::Succeeded(TaskOutput::Reduce { file: file.clone() }),
+        )
+        .await;
         assert_eq!(h.state(id).await, JobState::Succeeded);
         assert!(dir.path().join("out/_SUCCESS").exists());
         let output = h.meta.state().read().unwrap().jobs[&id].output.clone();
-        assert_eq!(output, vec![file, format!("{}/out/_SUCCESS", dir.path().display())]);
+        assert_eq!(
+            output,
+            vec![file, format!("{}/out/_SUCCESS", dir.path().display())]
+        );
     }
 }

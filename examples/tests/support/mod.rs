@@ -37,6 +37,8 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub const LOG_TAIL_LINES: usize = 60;
 /// The secret of every test cluster.
 pub const SECRET: &str = "test-secret-0123";
+/// Set this environment variable to keep each cluster's directory (logs, data) after the test.
+pub const KEEP_ENV: &str = "CLUSTER_TEST_KEEP";
 /// How long the server holds one long poll of [`Cluster::wait_job`].
 const WAIT_MS: u64 = 1000;
 
@@ -232,6 +234,7 @@ impl Cluster {
     pub fn configure(opts: ClusterOpts) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("cluster-test-")
+            .disable_cleanup(std::env::var_os(KEEP_ENV).is_some())
             .tempdir()
             .expect("create a temporary directory");
         let master_rpc = free_port();
@@ -588,7 +591,9 @@ impl Cluster {
     /// Long-polls a job until it is `succeeded`, `failed` or `cancelled`, at most `timeout`.
     pub fn wait_job(&self, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
-        let rounds = timeout.as_millis() / u128::from(WAIT_MS) + 20;
+        // Each round either holds for up to WAIT_MS or sleeps POLL_INTERVAL: the deadline ends
+        // the loop, the count only bounds it.
+        let rounds = timeout.as_millis() / POLL_INTERVAL.as_millis() + 20;
         let mut last = Value::Null;
         for _ in 0..rounds {
             if let Some((200, job)) = self.try_get(&format!("/api/jobs/{id}?wait_ms={WAIT_MS}")) {
@@ -658,6 +663,9 @@ impl Drop for Cluster {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        if std::env::var_os(KEEP_ENV).is_some() {
+            eprintln!("kept cluster directory {}", self.dir().display());
         }
         if std::thread::panicking() && !self.logs_shown.get() {
             eprintln!(

@@ -7,9 +7,9 @@
 //!   cheap.
 //! - `vote.bin` and `purged.bin`: bincode of the vote and of the last purged log id, replaced
 //!   atomically (temp file, fsync, rename, fsync of the directory).
-//! - `committed.bin`: the last committed log id, replaced atomically but not fsynced. openraft
-//!   treats it as a hint (a stale or missing value only delays re-applying entries after a
-//!   restart), and syncing it would add two fsyncs to every commit.
+//!
+//! The committed log id is kept in memory only (openraft makes persisting it optional): after a
+//! restart, entries after the last snapshot are applied again once the leader commits.
 //!
 //! # Recovery
 //! Opening scans `log.bin` and stops at the first torn or corrupt record (short read, zero
@@ -38,7 +38,6 @@ use super::type_config::{LogId, TypeConfig};
 
 const LOG_FILE: &str = "log.bin";
 const VOTE_FILE: &str = "vote.bin";
-const COMMITTED_FILE: &str = "committed.bin";
 const PURGED_FILE: &str = "purged.bin";
 /// `[u32 len][u32 crc32]`.
 const HEADER_LEN: u64 = 8;
@@ -158,10 +157,6 @@ impl Inner {
         remove_temp_files(dir)?;
         let vote = read_small::<Vote<u64>>(dir, VOTE_FILE)?;
         let purged = read_small::<LogId>(dir, PURGED_FILE)?;
-        let committed = read_small::<LogId>(dir, COMMITTED_FILE).unwrap_or_else(|e| {
-            warn!(dir = %dir.display(), error = %e, "unreadable committed log id, ignoring it");
-            None
-        });
         let path = dir.join(LOG_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -182,9 +177,6 @@ impl Inner {
             file.set_len(end)?;
             file.sync_all()?;
         }
-        let last = last_log_id(&positions).or(purged);
-        // The committed id is never ahead of the durable log unless the log lost a record.
-        let committed = committed.filter(|c| Some(c.index) <= last.map(|l| l.index));
         info!(dir = %dir.display(), entries = positions.len(), ?purged, ?vote, "raft log opened");
         Ok(Inner {
             dir: dir.to_path_buf(),
@@ -194,7 +186,7 @@ impl Inner {
             cache: BTreeMap::new(),
             cache_bytes: 0,
             vote,
-            committed,
+            committed: None,
             purged,
             compact_min_bytes,
         })
@@ -528,13 +520,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<u64>> {
-        self.blocking(move |inner| {
-            write_atomic(&inner.dir, COMMITTED_FILE, &encode(&committed)?, false)?;
-            inner.committed = committed;
-            Ok(())
-        })
-        .await
-        .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))
+        // Kept in memory only: openraft treats it as optional, and persisting it would cost a
+        // file write (and a hop to the blocking pool) per commit. After a restart the entries
+        // after the last snapshot are applied once the leader commits again.
+        lock(&self.inner)
+            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))?
+            .committed = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<u64>> {
