@@ -188,20 +188,32 @@ impl Executor {
         };
         let started_ms = now_ms();
         let attempt = task.attempt;
-        if let Some(timeout) = task.timeout_ms {
-            let flag = cancelled.clone();
+        let timeout = task.timeout_ms;
+        let deadline_passed = Arc::new(AtomicBool::new(false));
+        let timer = timeout.map(|ms| {
+            let (cancel, passed) = (cancelled.clone(), deadline_passed.clone());
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(timeout)).await;
-                flag.store(true, Ordering::SeqCst);
-            });
-        }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                passed.store(true, Ordering::SeqCst);
+                cancel.store(true, Ordering::SeqCst);
+            })
+        });
         debug!(%attempt, job = %task.job, "attempt started");
-        let (outcome, counters) = match self.execute(task, cancelled.clone()).await {
+        let (mut outcome, counters) = match self.execute(task, cancelled.clone()).await {
             Ok((output, counters)) => (TaskOutcome::Succeeded(output), counters),
             Err(outcome) => (outcome, Counters::default()),
         };
+        if let Some(timer) = timer {
+            timer.abort();
+        }
+        if let (TaskOutcome::Failed { error, .. }, Some(ms)) = (&mut outcome, timeout) {
+            // The job stopped because its deadline set the cancel flag: say so.
+            if deadline_passed.load(Ordering::SeqCst) {
+                *error = format!("timed out after {ms} ms");
+            }
+        }
         if let TaskOutcome::Failed { error, .. } = &outcome {
-            if !cancelled.load(Ordering::SeqCst) {
+            if !cancelled.load(Ordering::SeqCst) || deadline_passed.load(Ordering::SeqCst) {
                 warn!(%attempt, %error, "attempt failed");
             }
         }

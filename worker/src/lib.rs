@@ -171,7 +171,7 @@ pub fn main() -> std::process::ExitCode {
     let result = (|| -> Result<()> {
         let cluster = jobs::config::ClusterConfig::load(&cli.config)?;
         let config = WorkerConfig::from_cluster(&cluster, &cli.name)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         runtime.block_on(run(config, shutdown_signal(), |_| {}))
