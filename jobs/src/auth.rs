@@ -141,6 +141,46 @@ pub async fn dial(addr: &str, secret: &str, timeout: Duration) -> Result<tokio::
     Ok(stream)
 }
 
+/// Accepts connections on `listener` until `shutdown` resolves; each one that passes the
+/// handshake is handed to `serve_connection` on a task of its own, each one that does not is
+/// logged (with the peer and the reason) and dropped.
+pub async fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    secret: std::sync::Arc<str>,
+    serve_connection: F,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let serve_connection = std::sync::Arc::new(serve_connection);
+    let accept = async {
+        loop {
+            let (mut stream, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let secret = secret.clone();
+            let serve_connection = serve_connection.clone();
+            tokio::spawn(async move {
+                if let Err(error) = accept(&mut stream, &secret).await {
+                    tracing::warn!(%peer, %error, "refused an RPC connection");
+                    return;
+                }
+                serve_connection(stream).await;
+            });
+        }
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = shutdown => {}
+    }
+}
+
 /// Wraps an authenticated stream in tarpc's bincode transport with frames bounded by
 /// [`MAX_FRAME_LEN`].
 pub fn transport<S, Item, SinkItem>(

@@ -1,7 +1,6 @@
 //! The master's tarpc service for workers: a thin adapter that turns each call into a message to
 //! the `WorkerRegistry` or the `Scheduler`, behind the secret-checking handshake.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::Addr;
@@ -13,7 +12,7 @@ use jobs::rpc::{
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use crate::registry::{Heartbeat, Register, WorkerRegistry};
 use crate::scheduler::{ReportStatuses, Scheduler};
@@ -77,39 +76,13 @@ pub async fn run(
         registry,
         scheduler,
     };
-    let accept = async {
-        loop {
-            let (mut stream, peer) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let secret = secret.clone();
-            let service = service.clone();
-            tokio::spawn(async move {
-                if let Err(error) = jobs::auth::accept(&mut stream, &secret).await {
-                    warn!(%peer, %error, "refused an RPC connection");
-                    return;
-                }
-                serve_connection(stream, peer, service).await;
-            });
-        }
+    let serve_connection = move |stream| {
+        let service = service.clone();
+        BaseChannel::with_defaults(jobs::auth::transport(stream))
+            .execute(service.serve())
+            .for_each(|response| async move {
+                tokio::spawn(response);
+            })
     };
-    tokio::select! {
-        _ = accept => {}
-        _ = shutdown => {}
-    }
-}
-
-async fn serve_connection(stream: tokio::net::TcpStream, _peer: SocketAddr, service: MasterRpc) {
-    let transport = jobs::auth::transport(stream);
-    BaseChannel::with_defaults(transport)
-        .execute(service.serve())
-        .for_each(|response| async move {
-            tokio::spawn(response);
-        })
-        .await;
+    jobs::auth::accept_loop(listener, secret, serve_connection, shutdown).await;
 }

@@ -139,17 +139,32 @@ impl MasterLink {
         *self.inner.client.lock().await = None;
     }
 
-    fn classify(
+    /// Makes one call to a master (connecting first if needed, to `hint` if given). A failed
+    /// call comes back with what to do about it and the leader hint the master gave, if any.
+    async fn call<T, F, Fut>(
         &self,
-        result: Result<RemoteError, tarpc::client::RpcError>,
-    ) -> (CallError, Option<String>) {
-        match result {
-            Ok(RemoteError::UnknownWorker { .. }) => (CallError::Unknown, None),
-            Ok(RemoteError::NotLeader { leader }) => {
-                (CallError::Retry("not the leader".into()), leader)
+        hint: Option<String>,
+        f: F,
+    ) -> Result<T, (CallError, Option<String>)>
+    where
+        F: FnOnce(MasterServiceClient) -> Fut,
+        Fut: std::future::Future<Output = Result<Result<T, RemoteError>, tarpc::client::RpcError>>,
+    {
+        let client = self
+            .client(hint)
+            .await
+            .map_err(|e| (CallError::Retry(e), None))?;
+        match f(client).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(RemoteError::UnknownWorker { .. })) => Err((CallError::Unknown, None)),
+            Ok(Err(RemoteError::NotLeader { leader })) => {
+                Err((CallError::Retry("not the leader".into()), leader))
             }
-            Ok(other) => (CallError::Retry(other.to_string()), None),
-            Err(rpc) => (CallError::Retry(rpc.to_string()), None),
+            Ok(Err(other)) => Err((CallError::Retry(other.to_string()), None)),
+            Err(rpc) => {
+                self.drop_client().await;
+                Err((CallError::Retry(rpc.to_string()), None))
+            }
         }
     }
 
@@ -166,29 +181,26 @@ impl MasterLink {
                 incarnation: self.inner.identity.incarnation,
                 running: self.inner.executor.running_attempts(),
             };
-            let error = match self.client(hint.take()).await {
-                Ok(client) => match client.register_worker(context(), request).await {
-                    Ok(Ok(response)) => {
-                        self.inner
-                            .worker_id
-                            .store(response.worker_id.0, Ordering::SeqCst);
-                        self.inner
-                            .heartbeat_ms
-                            .store(response.heartbeat_interval_ms.max(10), Ordering::SeqCst);
-                        info!(worker_id = %response.worker_id, "registered with the master");
-                        return;
-                    }
-                    Ok(Err(remote)) => {
-                        let (error, leader) = self.classify(Ok(remote));
-                        hint = leader;
-                        error
-                    }
-                    Err(rpc) => {
-                        self.drop_client().await;
-                        CallError::Retry(rpc.to_string())
-                    }
-                },
-                Err(e) => CallError::Retry(e),
+            let error = match self
+                .call(hint.take(), |c| async move {
+                    c.register_worker(context(), request).await
+                })
+                .await
+            {
+                Ok(response) => {
+                    self.inner
+                        .worker_id
+                        .store(response.worker_id.0, Ordering::SeqCst);
+                    self.inner
+                        .heartbeat_ms
+                        .store(response.heartbeat_interval_ms.max(10), Ordering::SeqCst);
+                    info!(worker_id = %response.worker_id, "registered with the master");
+                    return;
+                }
+                Err((error, leader)) => {
+                    hint = leader;
+                    error
+                }
             };
             if let CallError::Retry(reason) = error {
                 warn!(%reason, "registration failed; retrying");
@@ -218,22 +230,19 @@ impl MasterLink {
             running: self.inner.executor.running_attempts(),
             draining,
         };
-        let client = self.client(None).await.map_err(CallError::Retry)?;
-        match client.heartbeat(context(), request).await {
-            Ok(Ok(response)) => {
-                for attempt in &response.cancel {
-                    self.inner.executor.cancel(attempt);
-                }
-                // An attempt the master no longer wants will never be acknowledged.
-                self.inner.executor.acknowledged(&response.cancel);
-                Ok(())
-            }
-            Ok(Err(remote)) => Err(self.classify(Ok(remote)).0),
-            Err(rpc) => {
-                self.drop_client().await;
-                Err(CallError::Retry(rpc.to_string()))
-            }
+        let response = self
+            .call(
+                None,
+                |c| async move { c.heartbeat(context(), request).await },
+            )
+            .await
+            .map_err(|(error, _)| error)?;
+        for attempt in &response.cancel {
+            self.inner.executor.cancel(attempt);
         }
+        // An attempt the master no longer wants will never be acknowledged.
+        self.inner.executor.acknowledged(&response.cancel);
+        Ok(())
     }
 
     /// Tells the master this worker is leaving, so its tasks move on at once.
@@ -266,23 +275,20 @@ impl MasterLink {
                 worker_id: self.worker_id(),
                 statuses: statuses.clone(),
             };
-            let outcome = match self.client(hint.take()).await {
-                Ok(client) => match client.report_task_status(context(), request).await {
-                    Ok(Ok(())) => {
-                        self.inner.executor.acknowledged(&attempts);
-                        return;
-                    }
-                    Ok(Err(remote)) => {
-                        let (error, leader) = self.classify(Ok(remote));
-                        hint = leader;
-                        error
-                    }
-                    Err(rpc) => {
-                        self.drop_client().await;
-                        CallError::Retry(rpc.to_string())
-                    }
-                },
-                Err(e) => CallError::Retry(e),
+            let outcome = match self
+                .call(hint.take(), |c| async move {
+                    c.report_task_status(context(), request).await
+                })
+                .await
+            {
+                Ok(()) => {
+                    self.inner.executor.acknowledged(&attempts);
+                    return;
+                }
+                Err((error, leader)) => {
+                    hint = leader;
+                    error
+                }
             };
             match outcome {
                 CallError::Unknown => self.register().await,

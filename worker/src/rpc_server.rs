@@ -14,7 +14,6 @@ use jobs::JobId;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
-use tracing::warn;
 
 use crate::executor::Executor;
 
@@ -79,34 +78,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let service = WorkerRpc { executor };
-    let accept = async {
-        loop {
-            let (mut stream, peer) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let secret = secret.clone();
-            let service = service.clone();
-            tokio::spawn(async move {
-                if let Err(error) = jobs::auth::accept(&mut stream, &secret).await {
-                    warn!(%peer, %error, "refused an RPC connection");
-                    return;
-                }
-                BaseChannel::with_defaults(jobs::auth::transport(stream))
-                    .execute(service.serve())
-                    .for_each(|response| async move {
-                        tokio::spawn(response);
-                    })
-                    .await;
-            });
-        }
+    let serve_connection = move |stream| {
+        let service = service.clone();
+        BaseChannel::with_defaults(jobs::auth::transport(stream))
+            .execute(service.serve())
+            .for_each(|response| async move {
+                tokio::spawn(response);
+            })
     };
-    tokio::select! {
-        _ = accept => {}
-        _ = shutdown => {}
-    }
+    jobs::auth::accept_loop(listener, secret, serve_connection, shutdown).await;
 }
