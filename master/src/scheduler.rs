@@ -529,6 +529,29 @@ impl Scheduler {
         ctx.spawn(finished);
     }
 
+    /// Forgets a job whose submission could not be committed: its attempts are cancelled and
+    /// their outcomes will be ignored.
+    fn abandon(&mut self, job_id: JobId, ctx: &mut Context<Self>) {
+        self.active.remove(&job_id);
+        let Some(job) = self.jobs.remove(&job_id) else {
+            return;
+        };
+        warn!(%job_id, "the submission could not be committed; dropping the job");
+        for (index, attempt) in job.running() {
+            let id = AttemptId {
+                job_id,
+                task_id: job.tasks[index].plan.id(),
+                attempt: attempt.number,
+            };
+            self.release_slot(attempt.worker);
+            self.cancel_attempt(attempt.worker, id);
+        }
+        for waiter in self.waiters.remove(&job_id).unwrap_or_default() {
+            let _ = waiter.send(());
+        }
+        self.queue_dispatch(ctx);
+    }
+
     fn worker_lost(&mut self, worker: WorkerId, ctx: &mut Context<Self>) {
         let Some(gone) = self.workers.remove(&worker) else {
             return;
@@ -711,44 +734,59 @@ impl Handler<SubmitJob> for Scheduler {
         }
         let ids = self.ids.clone();
         let base = self.base_dir.clone();
-        let meta = self.meta.clone();
         let spec = msg.spec;
-        Box::pin(
-            async move {
-                let id = JobId(ids.next());
-                let (spec, tasks) = if matches!(spec.kind, KindSpec::Task(_)) {
-                    planner::plan(spec, &base, || ids.next())?
-                } else {
-                    let ids = ids.clone();
-                    tokio::task::spawn_blocking(move || planner::plan(spec, &base, || ids.next()))
-                        .await
-                        .map_err(|e| Error::Io(std::io::Error::other(e)))??
+        let planned = async move {
+            let id = JobId(ids.next());
+            let (spec, tasks) = if matches!(spec.kind, KindSpec::Task(_)) {
+                planner::plan(spec, &base, || ids.next())?
+            } else {
+                let ids = ids.clone();
+                tokio::task::spawn_blocking(move || planner::plan(spec, &base, || ids.next()))
+                    .await
+                    .map_err(|e| Error::Io(std::io::Error::other(e)))??
+            };
+            Ok::<_, Error>((id, spec, tasks))
+        };
+        Box::pin(planned.into_actor(self).then(
+            |planned, act, ctx| -> ResponseActFuture<Self, Result<JobId>> {
+                let (id, spec, tasks) = match planned {
+                    Ok(planned) => planned,
+                    Err(error) => return Box::pin(fut::ready(Err(error))),
                 };
+                let at_ms = now_ms();
+                // The job's tasks may launch while `SubmitJob` is being committed: every later
+                // command about the job (`StartJob`, `FinishTask`, `FinishJob`) is proposed after it
+                // through the same ordered queue, so none can commit without it, and the submitter
+                // hears of the job only once it is durable.
+                let record =
+                    crate::meta::state::JobRecord::submitted(id, &spec, at_ms, &tasks, None);
+                act.jobs.insert(id, JobRun::from_record(&record));
+                act.active.insert(id, ());
+                act.queue_dispatch(ctx);
+                let meta = act.meta.clone();
                 let command = Command::SubmitJob {
                     id,
                     spec,
-                    at_ms: now_ms(),
+                    at_ms,
                     tasks,
                     parent: None,
                 };
-                meta.propose(command).await?;
-                Ok::<JobId, Error>(id)
-            }
-            .into_actor(self)
-            .map(|result, act, ctx| {
-                let id = result?;
-                let state = act.meta.state();
-                let state = state.read().unwrap_or_else(|p| p.into_inner());
-                if let Some(record) = state.jobs.get(&id) {
-                    act.jobs.insert(id, JobRun::from_record(record));
-                    act.active.insert(id, ());
-                }
-                drop(state);
-                debug!(job_id = %id, "job accepted");
-                act.queue_dispatch(ctx);
-                Ok(id)
-            }),
-        )
+                Box::pin(
+                    async move { meta.propose(command).await }
+                        .into_actor(act)
+                        .map(move |committed, act, ctx| match committed {
+                            Ok(_) => {
+                                debug!(job_id = %id, "job accepted");
+                                Ok(id)
+                            }
+                            Err(error) => {
+                                act.abandon(id, ctx);
+                                Err(error.into())
+                            }
+                        }),
+                )
+            },
+        ))
     }
 }
 

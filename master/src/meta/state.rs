@@ -75,6 +75,35 @@ pub struct WorkerRecord {
 }
 
 impl JobRecord {
+    /// The record of a job as `SubmitJob` creates it: queued, no task done.
+    pub fn submitted(
+        id: JobId,
+        spec: &JobSpec,
+        at_ms: u64,
+        tasks: &[TaskPlan],
+        parent: Option<JobId>,
+    ) -> JobRecord {
+        JobRecord {
+            id,
+            spec: spec.clone(),
+            state: JobState::Queued,
+            submitted_ms: at_ms,
+            started_ms: None,
+            finished_ms: None,
+            error: None,
+            result: None,
+            output: Vec::new(),
+            parent,
+            tasks: tasks
+                .iter()
+                .map(|plan| TaskRecord {
+                    plan: plan.clone(),
+                    done: None,
+                })
+                .collect(),
+        }
+    }
+
     /// Finished tasks and all tasks.
     pub fn progress(&self) -> (u64, u64) {
         let done = self.tasks.iter().filter(|t| t.done.is_some()).count();
@@ -97,26 +126,8 @@ impl MetaState {
                 if self.jobs.contains_key(id) {
                     return CommandResult::Ignored;
                 }
-                let record = JobRecord {
-                    id: *id,
-                    spec: spec.clone(),
-                    state: JobState::Queued,
-                    submitted_ms: *at_ms,
-                    started_ms: None,
-                    finished_ms: None,
-                    error: None,
-                    result: None,
-                    output: Vec::new(),
-                    parent: *parent,
-                    tasks: tasks
-                        .iter()
-                        .map(|plan| TaskRecord {
-                            plan: plan.clone(),
-                            done: None,
-                        })
-                        .collect(),
-                };
-                self.jobs.insert(*id, record);
+                self.jobs
+                    .insert(*id, JobRecord::submitted(*id, spec, *at_ms, tasks, *parent));
                 CommandResult::Applied
             }
             Command::StartJob { id, at_ms } => match self.jobs.get_mut(id) {
