@@ -593,6 +593,8 @@ fn garbage_on_rpc_port_is_dropped() {
     });
     let mut stream = stream;
     stream.set_nonblocking(false).unwrap();
+    // Select the worker-facing service, then announce a 4 GiB frame.
+    let _ = stream.write_all(&[jobs::rpc::SELECT_MASTER_SERVICE]);
     let _ = stream.write_all(&[0xff, 0xff, 0xff, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8]);
     assert_closed_by_peer(&mut stream, Duration::from_secs(15), "a huge frame");
 

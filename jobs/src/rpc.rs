@@ -16,6 +16,10 @@ use crate::ids::{JobId, TaskId, WorkerId};
 use crate::registry::JobName;
 use crate::spec::Json;
 
+/// Sent by a client right after the handshake on a master's `rpc` address, naming the service
+/// it wants: the master serves both worker traffic and Raft on that one address.
+pub const SELECT_MASTER_SERVICE: u8 = b'W';
+
 /// The largest chunk one `fetch_partition` call returns.
 pub const FETCH_CHUNK: u64 = 4 << 20;
 

@@ -9,7 +9,8 @@
 //! - [`planner`]: input globs → splits → the task plan of a job.
 //! - [`registry`]: the `WorkerRegistry` actor: registration and heartbeats.
 //! - [`rpc_server`]: the tarpc service workers call.
-//! - [`worker_client`]: the tarpc clients the scheduler launches tasks through.
+//! - [`task_launcher`]: the `TaskLauncher` trait the scheduler launches tasks through.
+//! - [`worker_client`]: the real `TaskLauncher`, over tarpc.
 //! - [`api`]: the HTTP API's view of the master (implements `web::api::ClusterApi`).
 //! - [`ids`]: Snowflake ids.
 //! - [`launcher`]: `master up`, which starts every node of a cluster file as child processes.
@@ -29,6 +30,7 @@ pub mod registry;
 pub mod rpc_server;
 pub mod scheduler;
 pub mod server;
+pub mod task_launcher;
 pub mod worker_client;
 
 pub use error::{Error, Result};

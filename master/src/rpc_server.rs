@@ -12,8 +12,10 @@ use jobs::rpc::{
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
-use tracing::instrument;
+use tracing::{instrument, warn};
 
+use crate::meta::raft_rpc;
+use crate::meta::type_config::Raft;
 use crate::registry::{Heartbeat, Register, WorkerRegistry};
 use crate::scheduler::{ReportStatuses, Scheduler};
 
@@ -63,11 +65,13 @@ impl MasterService for MasterRpc {
     }
 }
 
-/// Serves [`MasterService`] on `listener` until `shutdown` resolves. Connections that fail the
-/// handshake are logged and dropped.
+/// Serves the master's `rpc` address until `shutdown` resolves: after the handshake, a
+/// connection's first byte selects [`MasterService`] (workers) or Raft (other masters).
+/// Connections that fail the handshake or name no known service are logged and dropped.
 pub async fn run(
     listener: TcpListener,
     secret: Arc<str>,
+    raft: Raft,
     registry: Addr<WorkerRegistry>,
     scheduler: Addr<Scheduler>,
     shutdown: impl Future<Output = ()>,
@@ -76,13 +80,26 @@ pub async fn run(
         registry,
         scheduler,
     };
-    let serve_connection = move |stream| {
-        let service = service.clone();
-        BaseChannel::with_defaults(jobs::auth::transport(stream))
-            .execute(service.serve())
-            .for_each(|response| async move {
-                tokio::spawn(response);
-            })
+    let serve_connection = move |mut stream: tokio::net::TcpStream| {
+        let (service, raft) = (service.clone(), raft.clone());
+        async move {
+            match raft_rpc::read_selector(&mut stream).await {
+                Ok(raft_rpc::SELECT_RAFT) => raft_rpc::serve_raft_connection(stream, raft).await,
+                Ok(jobs::rpc::SELECT_MASTER_SERVICE) => {
+                    BaseChannel::with_defaults(jobs::auth::transport(stream))
+                        .execute(service.serve())
+                        .for_each(|response| async move {
+                            tokio::spawn(response);
+                        })
+                        .await
+                }
+                Ok(other) => warn!(
+                    selector = other,
+                    "unknown service selector; connection dropped"
+                ),
+                Err(error) => warn!(%error, "no service selector; connection dropped"),
+            }
+        }
     };
     jobs::auth::accept_loop(listener, secret, serve_connection, shutdown).await;
 }

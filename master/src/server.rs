@@ -47,9 +47,26 @@ pub async fn run(
         http: http_listener.local_addr()?,
     };
 
+    // Raft peers are reached on their configured `rpc` addresses; this node's own entry uses
+    // the address it actually bound (which differs only when the file says port 0).
+    let members = config
+        .cluster
+        .masters
+        .iter()
+        .map(|m| {
+            let addr = if m.id == config.id {
+                bound.rpc.to_string()
+            } else {
+                m.rpc.clone()
+            };
+            (m.id, openraft::BasicNode::new(addr))
+        })
+        .collect();
+    let secret: Arc<str> = Arc::from(config.secret.as_str());
     let meta = Meta::start(
         config.id,
-        bound.rpc.to_string(),
+        members,
+        secret.clone(),
         &config.data_dir.join("meta"),
     )
     .await?;
@@ -62,7 +79,6 @@ pub async fn run(
             .ids_reserved_until_ms;
         ids.advance_to(reserved);
     }
-    let secret: Arc<str> = Arc::from(config.secret.as_str());
     let launcher = Arc::new(WorkerClients::new(secret.clone()));
     let scheduler = Scheduler::new(meta.clone(), ids, launcher, config.base_dir.clone()).start();
     let registry = WorkerRegistry::new(meta.clone(), scheduler.clone()).start();
@@ -71,6 +87,7 @@ pub async fn run(
     let rpc = tokio::spawn(crate::rpc_server::run(
         rpc_listener,
         secret.clone(),
+        meta.raft().clone(),
         registry.clone(),
         scheduler.clone(),
         async {

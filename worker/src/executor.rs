@@ -229,6 +229,16 @@ impl Executor {
         }
     }
 
+    /// `data_dir/<area>/<job>`: where a job's map outputs (`shuffle`) or fetched reduce
+    /// inputs (`fetch`) live on this worker.
+    fn job_dir(&self, area: &str, job_id: JobId) -> PathBuf {
+        self.inner
+            .config
+            .data_dir
+            .join(area)
+            .join(job_id.to_string())
+    }
+
     async fn execute(
         &self,
         task: TaskAssignment,
@@ -245,12 +255,7 @@ impl Executor {
             } => {
                 let job = jobs::registry::mapreduce(&name, &params.0)
                     .map_err(|e| failed(e.to_string(), false))?;
-                let dir = self
-                    .inner
-                    .config
-                    .data_dir
-                    .join("shuffle")
-                    .join(attempt.job_id.to_string());
+                let dir = self.job_dir("shuffle", attempt.job_id);
                 let out = dir.join(format!("{}-{}.out", attempt.task_id, attempt.attempt));
                 let budget = self.inner.config.map_buffer;
                 let out_for_map = out.clone();
@@ -288,11 +293,7 @@ impl Executor {
                 let job = jobs::registry::mapreduce(&name, &params.0)
                     .map_err(|e| failed(e.to_string(), false))?;
                 let dir = self
-                    .inner
-                    .config
-                    .data_dir
-                    .join("fetch")
-                    .join(attempt.job_id.to_string())
+                    .job_dir("fetch", attempt.job_id)
                     .join(format!("{}-{}", attempt.task_id, attempt.attempt));
                 let inputs = self
                     .fetch_all(

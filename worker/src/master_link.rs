@@ -29,6 +29,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// The most outcomes in one report.
 const MAX_REPORT_BATCH: usize = 4096;
 
+/// Connects to a master's `rpc` address and selects its worker-facing service.
+async fn dial_master(addr: &str, secret: &str) -> jobs::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = jobs::auth::dial(addr, secret, CONNECT_TIMEOUT).await?;
+    stream
+        .write_all(&[jobs::rpc::SELECT_MASTER_SERVICE])
+        .await?;
+    Ok(stream)
+}
+
 /// What the worker tells the master about itself.
 #[derive(Clone, Debug)]
 pub struct Identity {
@@ -119,7 +129,7 @@ impl MasterLink {
         }
         let mut last_error = String::from("no masters configured");
         for addr in order {
-            match jobs::auth::dial(&addr, &self.inner.secret, CONNECT_TIMEOUT).await {
+            match dial_master(&addr, &self.inner.secret).await {
                 Ok(stream) => {
                     let client = MasterServiceClient::new(
                         tarpc::client::Config::default(),

@@ -2,16 +2,19 @@
 //! [`StateMachineStore`], crash recovery of the log, and [`Meta`] end to end (restart, snapshot,
 //! batching).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobs::{JobId, JobSpec, TaskId, WorkerId};
 use openraft::storage::RaftLogStorage;
 use openraft::testing::{StoreBuilder, Suite};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, RaftLogReader, StorageError, Vote};
+use openraft::{
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, RaftLogReader, StorageError, Vote,
+};
 use tempfile::TempDir;
 
 use super::command::{Command, CommandResult, Request, TaskPlan};
@@ -210,7 +213,8 @@ fn submit(id: u64) -> Command {
 }
 
 async fn start(dir: &Path) -> Meta {
-    let meta = Meta::start(1, "127.0.0.1:0".to_string(), dir)
+    let members = BTreeMap::from([(1, BasicNode::new("127.0.0.1:0"))]);
+    let meta = Meta::start(1, members, Arc::from("secret"), dir)
         .await
         .unwrap();
     assert_eq!(meta.metrics().current_leader, Some(1));

@@ -1,0 +1,288 @@
+//! Scheduler tests with a fake launcher: no network, a real single-node metadata store.
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use jobs::rpc::{Counters, TaskWork};
+
+use super::*;
+
+/// Records launches instead of sending them; the test plays the workers.
+#[derive(Default)]
+struct FakeLauncher {
+    launched: Mutex<Vec<(String, TaskAssignment)>>,
+    cancelled: Mutex<Vec<AttemptId>>,
+}
+
+impl TaskLauncher for FakeLauncher {
+    fn launch(
+        &self,
+        addr: String,
+        tasks: Vec<TaskAssignment>,
+    ) -> BoxFuture<'static, Result<(), LaunchError>> {
+        let mut launched = self.launched.lock().unwrap();
+        launched.extend(tasks.into_iter().map(|t| (addr.clone(), t)));
+        Box::pin(async { Ok(()) })
+    }
+    fn cancel(&self, _addr: String, attempt: AttemptId) -> BoxFuture<'static, ()> {
+        self.cancelled.lock().unwrap().push(attempt);
+        Box::pin(async {})
+    }
+    fn release_job(&self, _addr: String, _job: JobId) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+struct Harness {
+    scheduler: Addr<Scheduler>,
+    launcher: Arc<FakeLauncher>,
+    meta: Meta,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let members = [(1, openraft::BasicNode::new("127.0.0.1:1"))].into();
+    let meta = Meta::start(1, members, "secret".into(), &dir.path().join("meta"))
+        .await
+        .unwrap();
+    let launcher = Arc::new(FakeLauncher::default());
+    let scheduler = Scheduler::new(
+        meta.clone(),
+        Arc::new(IdGenerator::new(1)),
+        launcher.clone(),
+        dir.path().into(),
+    )
+    .with_backup_min_age(Duration::from_millis(50))
+    .start();
+    for (id, name) in [(1, "w1"), (2, "w2")] {
+        scheduler
+            .send(WorkerJoined {
+                worker_id: WorkerId(id),
+                name: name.into(),
+                addr: format!("{name}:1"),
+                slots: 1,
+                jobs: vec![
+                    JobName {
+                        kind: JobKind::Task,
+                        name: "echo".into(),
+                    },
+                    JobName {
+                        kind: JobKind::MapReduce,
+                        name: "wordcount".into(),
+                    },
+                ],
+                restarted: false,
+            })
+            .await
+            .unwrap();
+    }
+    Harness {
+        scheduler,
+        launcher,
+        meta,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    async fn submit(&self, spec: &str) -> Result<JobId> {
+        self.scheduler
+            .send(SubmitJob {
+                spec: JobSpec::from_json(spec).unwrap(),
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Waits (bounded) until `n` attempts have been launched in total.
+    async fn launched(&self, n: usize) -> Vec<(String, TaskAssignment)> {
+        for _ in 0..200 {
+            let launched = self.launcher.launched.lock().unwrap().clone();
+            if launched.len() >= n {
+                return launched;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "fewer than {n} launches: {:?}",
+            self.launcher.launched.lock().unwrap()
+        );
+    }
+
+    async fn report(&self, worker: u64, attempt: AttemptId, outcome: TaskOutcome) {
+        let status = TaskStatus {
+            attempt,
+            outcome,
+            started_ms: 1,
+            finished_ms: 2,
+            counters: Counters::default(),
+        };
+        self.scheduler
+            .send(ReportStatuses {
+                worker_id: WorkerId(worker),
+                statuses: vec![status],
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn state(&self, id: JobId) -> JobState {
+        // Committed state, polled until the scheduler's commit lands (bounded).
+        let mut last = JobState::Queued;
+        for _ in 0..200 {
+            last = self.meta.state().read().unwrap().jobs[&id].state;
+            if last.is_final() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        last
+    }
+}
+
+const ECHO: &str = r#"{"kind":"task","job":"echo","payload":{"a":1},"max_attempts":2}"#;
+
+#[actix::test]
+async fn a_task_job_runs_once_and_records_its_result() {
+    let h = harness().await;
+    let id = h.submit(ECHO).await.unwrap();
+    let launched = h.launched(1).await;
+    let (_, task) = &launched[0];
+    assert_eq!(task.attempt.job_id, id);
+    let TaskWork::Run { payload } = &task.work else {
+        panic!("not a run")
+    };
+    let output = TaskOutput::Run {
+        result: payload.clone(),
+    };
+    h.report(1, task.attempt, TaskOutcome::Succeeded(output))
+        .await;
+    assert_eq!(h.state(id).await, JobState::Succeeded);
+    let result = h.meta.state().read().unwrap().jobs[&id]
+        .result
+        .clone()
+        .unwrap();
+    assert_eq!(result.0, serde_json::json!({"a": 1}));
+    assert_eq!(
+        h.launcher.launched.lock().unwrap().len(),
+        1,
+        "no second launch"
+    );
+}
+
+#[actix::test]
+async fn unknown_jobs_are_rejected_with_what_is_served() {
+    let h = harness().await;
+    let err = h
+        .submit(r#"{"kind":"task","job":"nope"}"#)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope") && err.contains("echo"), "{err}");
+}
+
+#[actix::test]
+async fn failures_retry_then_fail_the_job_with_the_message() {
+    let h = harness().await;
+    let id = h.submit(ECHO).await.unwrap();
+    let first = h.launched(1).await[0].1.attempt;
+    let failed = |e: &str| TaskOutcome::Failed {
+        error: e.into(),
+        retryable: true,
+    };
+    h.report(1, first, failed("panicked: boom")).await;
+    let second = h.launched(2).await[1].1.attempt;
+    assert_eq!(second.attempt, 2);
+    h.report(2, second, failed("panicked: boom")).await;
+    assert_eq!(h.state(id).await, JobState::Failed);
+    let error = h.meta.state().read().unwrap().jobs[&id]
+        .error
+        .clone()
+        .unwrap();
+    assert!(
+        error.contains("panicked: boom") && error.contains("2 attempts"),
+        "{error}"
+    );
+}
+
+#[actix::test]
+async fn a_lost_worker_s_task_runs_on_another_worker() {
+    let h = harness().await;
+    let id = h.submit(ECHO).await.unwrap();
+    let (addr, first) = h.launched(1).await[0].clone();
+    let lost = if addr == "w1:1" { 1 } else { 2 };
+    h.scheduler
+        .send(WorkerLost {
+            worker_id: WorkerId(lost),
+        })
+        .await
+        .unwrap();
+    let (addr2, second) = h.launched(2).await[1].clone();
+    assert_ne!(addr, addr2, "re-run elsewhere");
+    assert_eq!(second.attempt.task_id, first.attempt.task_id);
+    let output = TaskOutput::Run {
+        result: Json(serde_json::Value::Null),
+    };
+    // The lost attempt reporting late changes nothing; the new one finishes the job.
+    h.report(3 - lost, second.attempt, TaskOutcome::Succeeded(output))
+        .await;
+    assert_eq!(h.state(id).await, JobState::Succeeded);
+}
+
+#[actix::test]
+async fn mapreduce_reduces_wait_for_maps_and_see_their_locations() {
+    let h = harness().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a b\n").unwrap();
+    std::fs::write(dir.path().join("b.txt"), "c\n").unwrap();
+    let spec = format!(
+        r#"{{"kind":"mapreduce","job":"wordcount","input":["{}/*.txt"],"output":"{}/out","reducers":1}}"#,
+        dir.path().display(),
+        dir.path().display()
+    );
+    let id = h.submit(&spec).await.unwrap();
+    let maps = h.launched(2).await;
+    assert!(maps
+        .iter()
+        .all(|(_, t)| matches!(t.work, TaskWork::Map { .. })));
+    for (addr, task) in &maps {
+        let worker = if addr == "w1:1" { 1 } else { 2 };
+        let segments = vec![jobs::rpc::Segment { offset: 0, len: 5 }];
+        h.report(
+            worker,
+            task.attempt,
+            TaskOutcome::Succeeded(TaskOutput::Map { segments }),
+        )
+        .await;
+    }
+    let (_, reduce) = h.launched(3).await[2].clone();
+    let TaskWork::Reduce {
+        maps: locations, ..
+    } = &reduce.work
+    else {
+        panic!("not a reduce")
+    };
+    assert_eq!(locations.len(), 2);
+    assert!(locations
+        .iter()
+        .all(|l| l.len == 5 && !l.worker_addr.is_empty()));
+    let file = format!("{}/out/part-r-00000", dir.path().display());
+    let worker = if h.launcher.launched.lock().unwrap()[2].0 == "w1:1" {
+        1
+    } else {
+        2
+    };
+    h.report(
+        worker,
+        reduce.attempt,
+        TaskOutcome::Succeeded(TaskOutput::Reduce { file: file.clone() }),
+    )
+    .await;
+    assert_eq!(h.state(id).await, JobState::Succeeded);
+    assert!(dir.path().join("out/_SUCCESS").exists());
+    let output = h.meta.state().read().unwrap().jobs[&id].output.clone();
+    assert_eq!(
+        output,
+        vec![file, format!("{}/out/_SUCCESS", dir.path().display())]
+    );
+}
