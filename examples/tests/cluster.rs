@@ -478,8 +478,7 @@ fn worker_with_wrong_secret_is_refused() {
         &intruder_config,
         cluster_toml(
             "not-the-cluster-secret",
-            cluster.master_rpc,
-            cluster.master_http,
+            &cluster.masters,
             &["intruder".to_string()],
             1,
             None,
@@ -894,7 +893,7 @@ fn master_up_starts_the_whole_cluster() {
     let (rpc, http) = (free_port(), free_port());
     let workers = ["w1".to_string(), "w2".to_string()];
     let config = dir.path().join("cluster.toml");
-    let text = cluster_toml(SECRET, rpc, http, &workers, 1, Some(&worker_bin()));
+    let text = cluster_toml(SECRET, &[(1, rpc, http)], &workers, 1, Some(&worker_bin()));
     std::fs::write(&config, text).unwrap();
     let up_log = dir.path().join("up.log");
     let _guard = KillReportedPids(up_log.clone());
@@ -1017,4 +1016,50 @@ fn a_job_running_during_a_master_restart_still_succeeds() {
     cluster.start_master();
     cluster.wait_success(&id, JOB_TIMEOUT);
     assert_output_eq(&output, 2, &reference_wordcount(&files));
+}
+
+#[test]
+fn kill_9_leader_mid_job_still_gives_exact_output() {
+    let mut cluster = Cluster::start(ClusterOpts::new(2, 1).with_masters(3));
+    let leader = cluster.find_leader().expect("a leader");
+    let input = cluster.mkdir("input");
+    // 8 maps of 50 lines at 20 ms: about 1 s each, 4 s per worker.
+    let files = generate_corpus(&input, 7, 8, 50, false);
+    let output = cluster.dir().join("out");
+    let params = json!({"line_delay_us": 20_000});
+    let spec = mapreduce("slow-wordcount", &[glob_txt(&input)], &output, 2, params);
+    let id = cluster.submit_ok(&spec);
+
+    // Kill the leader once some maps have finished and others run.
+    cluster.await_condition("a map to finish while others run", JOB_TIMEOUT, || {
+        let job = cluster.job(&id);
+        assert!(
+            !is_final(&job),
+            "the job ended before the leader could be killed: {job:#}"
+        );
+        let maps = tasks_of_kind(&job, "map");
+        maps.iter().any(|t| t["state"] == "succeeded")
+            && maps.iter().any(|t| t["state"] != "succeeded")
+    });
+    cluster.kill_master(leader);
+
+    // A new leader is elected among the other two, picks the job up and finishes it.
+    cluster.await_condition("a new leader", Duration::from_secs(15), || {
+        cluster.find_leader().is_some_and(|new| new != leader)
+    });
+    let job = cluster.wait_success(&id, JOB_TIMEOUT);
+    assert_output_eq(&output, 2, &reference_wordcount(&files));
+    for task in tasks_of_kind(&job, "map")
+        .into_iter()
+        .chain(tasks_of_kind(&job, "reduce"))
+    {
+        assert_eq!(task["state"], "succeeded", "{task:#}");
+    }
+    // The cluster keeps serving on the new leader: a new job succeeds too.
+    let spec = json!({"kind": "task", "job": "echo", "payload": "after failover"});
+    let id = cluster.submit_ok(&spec);
+    assert_eq!(
+        cluster.wait_success(&id, JOB_TIMEOUT)["result"],
+        "after failover"
+    );
 }

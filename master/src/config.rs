@@ -28,8 +28,7 @@ impl MasterConfig {
     /// The configuration of master `id` of `cluster`.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] if `id` is not in the file, or the file has several masters
-    /// (this build replicates nothing yet: a cluster runs exactly one master).
+    /// [`ConfigError::Invalid`] if `id` is not in the file.
     pub fn from_cluster(cluster: ClusterConfig, id: u64) -> Result<MasterConfig, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
             path: cluster.path.clone(),
@@ -38,13 +37,6 @@ impl MasterConfig {
         let entry = cluster
             .master(id)
             .ok_or_else(|| invalid(format!("no [[master]] with id = {id}")))?;
-        if cluster.masters.len() != 1 {
-            return Err(invalid(format!(
-                "{} masters are configured, but this build runs exactly one: replicating the metadata \
-                 across masters is not available yet",
-                cluster.masters.len()
-            )));
-        }
         // Both were checked to be ip:port when the file was parsed.
         let parse = |addr: &str| {
             addr.parse::<SocketAddr>()

@@ -13,6 +13,12 @@ pub enum Error {
         /// What is wrong with the job.
         reason: String,
     },
+    /// This master is not the Raft leader; writes go to the leader (`leader` is its id).
+    #[error("this master is not the leader (leader: {})", leader.map_or("unknown".to_string(), |id| format!("master {id}")))]
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<u64>,
+    },
     /// No job has this id.
     #[error("no job {id}")]
     UnknownJob {

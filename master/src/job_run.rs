@@ -270,13 +270,22 @@ impl JobRun {
             .collect()
     }
 
-    /// Records a successful attempt.
+    /// Records a successful attempt (of `done.worker_id`); every other running attempt of the
+    /// task is superseded and returned for cancelling.
     pub fn succeed(&mut self, index: usize, number: u32, done: TaskDone) -> Success {
         let job_id = self.id;
         let task = &mut self.tasks[index];
         let task_id = task.plan.id();
         let already_done = task.done.is_some();
-        if let Some(attempt) = task.attempt_mut(number) {
+        // The reporting worker's own attempt: after a failover a new leader numbers attempts
+        // afresh, so the same number may belong to an attempt on another worker, which must
+        // then be superseded (and its slot freed), not marked as the winner.
+        let reporter = done.worker_id;
+        if let Some(attempt) = task
+            .attempts
+            .iter_mut()
+            .find(|a| a.number == number && a.worker == reporter)
+        {
             attempt.finished_ms = Some(done.finished_ms);
             attempt.state = if already_done {
                 AttemptState::Superseded
@@ -682,5 +691,22 @@ mod tests {
         assert_eq!(job.runnable(), vec![0], "the map first; the reduce waits");
         assert_eq!(job.tasks[1].failures, 0);
         assert_eq!(job.output_files(), vec!["/out/_SUCCESS".to_string()]);
+    }
+
+    #[test]
+    fn a_late_success_under_a_reused_number_supersedes_the_other_worker_s_attempt() {
+        // A new leader launched attempt 1 on w1; the old leader's attempt 1 on w2 reports first.
+        let mut job = mapreduce_job(1, 1);
+        let now = Instant::now();
+        let ours = job.start_attempt(0, WorkerId(1), now, 0, false);
+        let outcome = job.succeed(0, ours.attempt, map_done(2, ours.attempt, 0, 5));
+        assert_eq!(
+            outcome,
+            Success::Recorded {
+                cancel: vec![(WorkerId(1), ours)]
+            }
+        );
+        assert_eq!(job.tasks[0].attempts[0].state, AttemptState::Superseded);
+        assert_eq!(job.tasks[0].done.as_ref().unwrap().worker_id, WorkerId(2));
     }
 }

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::ids::now_ms;
 use crate::meta::command::{Command, CommandResult};
 use crate::meta::node::Meta;
-use crate::scheduler::{Reconcile, Scheduler, WorkerJoined, WorkerLost};
+use crate::scheduler::{LeadershipChanged, Reconcile, Scheduler, WorkerJoined, WorkerLost};
 
 /// How often workers heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
@@ -57,6 +57,8 @@ pub struct WorkerRegistry {
     scheduler: Addr<Scheduler>,
     workers: HashMap<WorkerId, Entry>,
     timeout: Duration,
+    /// This master is the ready leader: only the leader registers and tracks workers.
+    leading: bool,
 }
 
 impl WorkerRegistry {
@@ -67,10 +69,21 @@ impl WorkerRegistry {
             scheduler,
             workers: HashMap::new(),
             timeout: WORKER_TIMEOUT,
+            leading: false,
+        }
+    }
+
+    /// Workers that reached a follower are sent to the leader.
+    fn not_leader(&self) -> RemoteError {
+        RemoteError::NotLeader {
+            leader: self.meta.leader().map(|(_, node)| node.addr),
         }
     }
 
     fn check(&mut self) {
+        if !self.leading {
+            return;
+        }
         let now = Instant::now();
         for entry in self.workers.values_mut() {
             if entry.info.alive && now.duration_since(entry.last_seen) > self.timeout {
@@ -101,6 +114,9 @@ impl Handler<Register> for WorkerRegistry {
     type Result = ResponseActFuture<Self, Result<RegisterWorkerResponse, RemoteError>>;
 
     fn handle(&mut self, msg: Register, _ctx: &mut Context<Self>) -> Self::Result {
+        if !self.leading {
+            return Box::pin(fut::ready(Err(self.not_leader())));
+        }
         let request = msg.0;
         let meta = self.meta.clone();
         let command = Command::RegisterWorker {
@@ -156,6 +172,10 @@ impl Handler<Heartbeat> for WorkerRegistry {
     type Result = ResponseFuture<Result<HeartbeatResponse, RemoteError>>;
 
     fn handle(&mut self, msg: Heartbeat, _ctx: &mut Context<Self>) -> Self::Result {
+        if !self.leading {
+            let not_leader = self.not_leader();
+            return Box::pin(async move { Err(not_leader) });
+        }
         let request = msg.0;
         let unknown = RemoteError::UnknownWorker {
             worker_id: request.worker_id,
@@ -189,7 +209,18 @@ impl Handler<Heartbeat> for WorkerRegistry {
     }
 }
 
-/// Every worker heard from since this master started.
+impl Handler<LeadershipChanged> for WorkerRegistry {
+    type Result = ();
+    fn handle(&mut self, msg: LeadershipChanged, _ctx: &mut Context<Self>) {
+        if msg.ready != self.leading {
+            // Either way, start empty: a new leader hears every worker register again.
+            self.leading = msg.ready;
+            self.workers.clear();
+        }
+    }
+}
+
+/// Every worker heard from since this master became the leader.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<WorkerInfo>")]
 pub struct ListWorkers;

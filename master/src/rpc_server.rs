@@ -61,7 +61,7 @@ impl MasterService for MasterRpc {
                 statuses: request.statuses,
             })
             .await
-            .map_err(gone)
+            .map_err(gone)?
     }
 }
 

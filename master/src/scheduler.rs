@@ -35,6 +35,12 @@ pub const TICK: Duration = Duration::from_millis(250);
 pub const BACKUP_MIN_AGE: Duration = Duration::from_secs(10);
 /// A launched attempt a worker's heartbeat does not list after this long was lost in transit.
 pub const LAUNCH_GRACE: Duration = Duration::from_secs(3);
+/// How far ahead a leader reserves Snowflake time for its ids, and how early it renews.
+pub const ID_RESERVATION_MS: u64 = 10_000;
+const ID_RENEWAL_MARGIN_MS: u64 = 5_000;
+/// After taking over, how long a new leader waits for workers to re-register before it
+/// re-runs finished map outputs held by workers that did not.
+pub const TAKEOVER_GRACE: Duration = crate::registry::WORKER_TIMEOUT;
 /// How many finished jobs keep their attempt history in memory for the UI.
 pub const FINISHED_HISTORY: usize = 1000;
 
@@ -68,6 +74,10 @@ pub struct Scheduler {
     waiters: HashMap<JobId, Vec<oneshot::Sender<()>>>,
     dispatch_queued: bool,
     backup_min_age: Duration,
+    /// This master is the ready Raft leader: only then does the scheduler act.
+    leading: Option<Instant>,
+    /// Snowflake time reserved in the log for this leader's ids.
+    ids_reserved_until: u64,
 }
 
 impl Scheduler {
@@ -91,6 +101,8 @@ impl Scheduler {
             waiters: HashMap::new(),
             dispatch_queued: false,
             backup_min_age: BACKUP_MIN_AGE,
+            leading: None,
+            ids_reserved_until: 0,
         }
     }
 
@@ -98,6 +110,58 @@ impl Scheduler {
     pub fn with_backup_min_age(mut self, age: Duration) -> Scheduler {
         self.backup_min_age = age;
         self
+    }
+
+    /// This master became the ready leader: start from the committed state.
+    fn take_over(&mut self, ctx: &mut Context<Self>) {
+        self.step_down();
+        self.leading = Some(Instant::now());
+        self.rebuild();
+        self.reserve_ids();
+        self.queue_dispatch(ctx);
+    }
+
+    /// This master is no longer the leader: forget everything that is not committed. Waiting
+    /// long-polls return (their senders are dropped).
+    fn step_down(&mut self) {
+        if self.leading.take().is_some() {
+            info!("scheduler stepping down: no longer the leader");
+        }
+        self.workers.clear();
+        self.jobs.clear();
+        self.active.clear();
+        self.finished.clear();
+        self.finishing.clear();
+        self.waiters.clear();
+    }
+
+    /// Issues ids above every earlier leader's reservation, and reserves the next window in
+    /// the log (ahead of any command carrying a new id, through the same ordered queue).
+    fn reserve_ids(&mut self) {
+        let reserved = {
+            let state = self.meta.state();
+            let state = state.read().unwrap_or_else(|p| p.into_inner());
+            state.ids_reserved_until_ms
+        };
+        self.ids.advance_to(reserved.max(self.ids_reserved_until));
+        self.renew_ids();
+    }
+
+    fn renew_ids(&mut self) {
+        let now = now_ms()
+            .saturating_sub(crate::ids::EPOCH_MS)
+            .max(self.ids.last_ms());
+        let until = now + ID_RESERVATION_MS;
+        self.meta
+            .propose_nowait(Command::ReserveIds { until_ms: until });
+        self.ids_reserved_until = until;
+    }
+
+    /// The leader's RPC address, for workers that reached a follower.
+    fn not_leader(&self) -> jobs::rpc::RemoteError {
+        jobs::rpc::RemoteError::NotLeader {
+            leader: self.meta.leader().map(|(_, node)| node.addr),
+        }
     }
 
     fn rebuild(&mut self) {
@@ -166,6 +230,9 @@ impl Scheduler {
 
     /// Launches whatever fits in the free slots, oldest job first.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        if self.leading.is_none() {
+            return;
+        }
         let mut batches: HashMap<WorkerId, Vec<TaskAssignment>> = HashMap::new();
         let mut free = self.free_slots();
         let now = Instant::now();
@@ -274,7 +341,10 @@ impl Scheduler {
             debug!(%attempt, "report for a job that is not active; ignored");
             return;
         }
-        let Some((index, worker)) = self.attempt_running_on(&attempt) else {
+        let running = self
+            .attempt_running_on(&attempt)
+            .filter(|(_, worker)| *worker == worker_id);
+        let Some((index, worker)) = running else {
             // Not running any more: a superseded or lost attempt finishing late. A late success
             // of a task that is not done yet is still good output.
             if let TaskOutcome::Succeeded(output) = status.outcome {
@@ -528,6 +598,38 @@ impl Scheduler {
         self.queue_dispatch(ctx);
     }
 
+    /// Map outputs recorded on workers that are not live (after a takeover: workers that never
+    /// re-registered) are lost: those maps run again.
+    fn lose_outputs_of_absent_workers(&mut self) {
+        let now_wall = now_ms();
+        let mut commands = Vec::new();
+        for job_id in self.active.keys() {
+            let Some(job) = self.jobs.get_mut(job_id) else {
+                continue;
+            };
+            let absent: std::collections::BTreeSet<WorkerId> = job
+                .tasks
+                .iter()
+                .filter_map(|t| t.done.as_ref().map(|d| d.worker_id))
+                .filter(|w| !self.workers.contains_key(w))
+                .collect();
+            let mut lost = Vec::new();
+            for worker in absent {
+                lost.extend(job.lose_worker(worker, now_wall));
+            }
+            if !lost.is_empty() {
+                warn!(%job_id, maps = lost.len(), "map outputs on workers that did not come back run again");
+                commands.push(Command::LoseMapOutputs {
+                    job_id: *job_id,
+                    tasks: lost,
+                });
+            }
+        }
+        for command in commands {
+            self.meta.propose_nowait(command);
+        }
+    }
+
     fn worker_lost(&mut self, worker: WorkerId, ctx: &mut Context<Self>) {
         let Some(gone) = self.workers.remove(&worker) else {
             return;
@@ -553,6 +655,13 @@ impl Scheduler {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        let Some(since) = self.leading else { return };
+        if self.ids.last_ms() + ID_RENEWAL_MARGIN_MS > self.ids_reserved_until {
+            self.renew_ids();
+        }
+        if since.elapsed() > TAKEOVER_GRACE {
+            self.lose_outputs_of_absent_workers();
+        }
         let now = Instant::now();
         let now_wall = now_ms();
         let mut timed_out = Vec::new();
@@ -619,7 +728,6 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(100_000);
-        self.rebuild();
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
     }
 }
@@ -677,6 +785,10 @@ impl Handler<SubmitJob> for Scheduler {
     type Result = ResponseActFuture<Self, Result<JobId>>;
 
     fn handle(&mut self, msg: SubmitJob, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.leading.is_none() {
+            let leader = self.meta.leader().map(|(id, _)| id);
+            return Box::pin(fut::ready(Err(Error::NotLeader { leader })));
+        }
         let name = Self::job_name(&msg.spec);
         if !self.workers.values().any(|w| w.serves.contains(&name)) {
             let mut served: Vec<&str> = self
@@ -766,9 +878,10 @@ impl Handler<SubmitJob> for Scheduler {
     }
 }
 
-/// Task outcomes reported by a worker.
+/// Task outcomes reported by a worker. Refused with `NotLeader` on a follower, so the worker
+/// reports them again to the leader.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), jobs::rpc::RemoteError>")]
 pub struct ReportStatuses {
     /// The reporting worker.
     pub worker_id: WorkerId,
@@ -777,10 +890,36 @@ pub struct ReportStatuses {
 }
 
 impl Handler<ReportStatuses> for Scheduler {
-    type Result = ();
-    fn handle(&mut self, msg: ReportStatuses, ctx: &mut Context<Self>) {
+    type Result = Result<(), jobs::rpc::RemoteError>;
+    fn handle(&mut self, msg: ReportStatuses, ctx: &mut Context<Self>) -> Self::Result {
+        if self.leading.is_none() {
+            return Err(self.not_leader());
+        }
         for status in msg.statuses {
             self.on_status(msg.worker_id, status, ctx);
+        }
+        Ok(())
+    }
+}
+
+/// This master's leadership changed: `ready` means it leads and its state is complete.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct LeadershipChanged {
+    /// Whether this master is the ready leader now.
+    pub ready: bool,
+}
+
+impl Handler<LeadershipChanged> for Scheduler {
+    type Result = ();
+    fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
+        match (msg.ready, self.leading.is_some()) {
+            (true, false) => {
+                info!("scheduler taking over as the leader");
+                self.take_over(ctx);
+            }
+            (false, true) => self.step_down(),
+            _ => {}
         }
     }
 }

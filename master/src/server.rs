@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::ids::IdGenerator;
 use crate::meta::node::Meta;
 use crate::registry::WorkerRegistry;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{LeadershipChanged, Scheduler};
 use crate::worker_client::WorkerClients;
 
 /// HTTP server threads.
@@ -83,6 +83,23 @@ pub async fn run(
     let scheduler = Scheduler::new(meta.clone(), ids, launcher, config.base_dir.clone()).start();
     let registry = WorkerRegistry::new(meta.clone(), scheduler.clone()).start();
 
+    // The scheduler and the registry act only while this master is the ready leader.
+    let mut leadership = meta.subscribe_leadership();
+    let (to_scheduler, to_registry) = (scheduler.clone(), registry.clone());
+    actix::spawn(async move {
+        let mut last = None;
+        loop {
+            let ready = leadership.borrow_and_update().ready;
+            if last != Some(ready) {
+                last = Some(ready);
+                to_scheduler.do_send(LeadershipChanged { ready });
+                to_registry.do_send(LeadershipChanged { ready });
+            }
+            if leadership.changed().await.is_err() {
+                break;
+            }
+        }
+    });
     let (stop_rpc, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let rpc = tokio::spawn(crate::rpc_server::run(
         rpc_listener,

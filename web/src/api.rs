@@ -44,6 +44,10 @@ pub trait ClusterApi: Send + Sync + 'static {
     fn cancel(&self, id: JobId) -> BoxFuture<'static, Result<(), ApiError>>;
     /// Prometheus text exposition format, built by the master.
     fn metrics(&self) -> BoxFuture<'static, Result<String, ApiError>>;
+    /// How many jobs there are of each kind in each state (for the UI's filter tabs and the
+    /// glance). May lag the jobs by up to a second on a cluster with very many jobs, so that
+    /// it stays cheap to ask for on every page.
+    fn job_counts(&self) -> BoxFuture<'static, Result<JobCounts, ApiError>>;
 }
 
 /// Why the master could not do what a request asked; each variant picks the HTTP status.
@@ -151,6 +155,61 @@ pub struct WorkerView {
     pub last_heartbeat_ms: Option<u64>,
     /// The names of the jobs linked into its binary.
     pub jobs: Vec<String>,
+    /// The same jobs with their kinds, so a form can offer only the names of one kind.
+    #[serde(default)]
+    pub served: Vec<ServedJob>,
+}
+
+/// A job a worker serves: its kind and its registered name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServedJob {
+    /// `mapreduce` or `task`, as in a spec's `kind`.
+    pub kind: String,
+    /// The registered name, as in a spec's `job`.
+    pub name: String,
+}
+
+/// How many jobs of one kind are in one state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCount {
+    /// `mapreduce`, `task`, ...
+    pub kind: String,
+    /// The state.
+    pub state: JobState,
+    /// How many jobs.
+    pub jobs: u64,
+}
+
+/// Jobs counted by kind and state; pairs with no job may be left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCounts {
+    /// One entry per (kind, state) pair.
+    pub counts: Vec<JobCount>,
+}
+
+impl JobCounts {
+    /// How many jobs match a filter like [`JobQuery`]'s (`None` matches everything).
+    pub fn matching(&self, state: Option<JobState>, kind: Option<&str>) -> u64 {
+        self.counts
+            .iter()
+            .filter(|c| state.is_none_or(|s| c.state == s))
+            .filter(|c| kind.is_none_or(|k| c.kind == k))
+            .map(|c| c.jobs)
+            .sum()
+    }
+
+    /// Every kind with at least one job, sorted.
+    pub fn kinds(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = self
+            .counts
+            .iter()
+            .filter(|c| c.jobs > 0)
+            .map(|c| c.kind.as_str())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds
+    }
 }
 
 /// The filter and page of `GET /api/jobs`.
@@ -185,7 +244,8 @@ pub struct JobPage {
     /// Pass as `before` to get the next page; `null` on the last page.
     #[serde(with = "json::opt_id")]
     pub next_before: Option<JobId>,
-    /// How many jobs match the filter in all pages.
+    /// How many jobs match the filter in all pages. Exact without a filter; with one it comes
+    /// from [`ClusterApi::job_counts`] and so may lag by up to a second on a large cluster.
     pub total: u64,
 }
 
@@ -339,6 +399,10 @@ mod tests {
             alive: true,
             last_heartbeat_ms: Some(1_714_564_800_250),
             jobs: vec!["wordcount".into()],
+            served: vec![ServedJob {
+                kind: "mapreduce".into(),
+                name: "wordcount".into(),
+            }],
         };
         let value = serde_json::to_value(&worker).unwrap();
         assert_eq!(value["id"], json!("3"));
@@ -347,9 +411,40 @@ mod tests {
             json!("2024-05-01T12:00:00.250Z")
         );
         assert_eq!(
+            value["served"],
+            json!([{"kind": "mapreduce", "name": "wordcount"}])
+        );
+        assert_eq!(
             serde_json::to_value(Role::Candidate).unwrap(),
             json!("candidate")
         );
         assert_eq!(Role::Learner.as_str(), "learner");
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::*;
+
+    #[test]
+    fn counts_sum_over_a_filter() {
+        let count = |kind: &str, state, jobs| JobCount {
+            kind: kind.into(),
+            state,
+            jobs,
+        };
+        let counts = JobCounts {
+            counts: vec![
+                count("task", JobState::Failed, 2),
+                count("task", JobState::Running, 3),
+                count("mapreduce", JobState::Failed, 5),
+                count("crawl", JobState::Queued, 0),
+            ],
+        };
+        assert_eq!(counts.matching(None, None), 10);
+        assert_eq!(counts.matching(Some(JobState::Failed), None), 7);
+        assert_eq!(counts.matching(Some(JobState::Failed), Some("task")), 2);
+        assert_eq!(counts.matching(None, Some("mapreduce")), 5);
+        assert_eq!(counts.kinds(), ["mapreduce", "task"]);
     }
 }

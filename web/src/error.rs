@@ -22,6 +22,9 @@ pub enum Error {
     /// A mutating call presented a secret that is not the cluster's.
     #[error("wrong cluster secret in the `Authorization` header")]
     WrongSecret,
+    /// A request authorized by the login cookie came from a page of another origin.
+    #[error("refused: the request comes from another origin than this UI")]
+    CrossOrigin,
     /// A path segment that should be a job id is not a decimal number.
     #[error("invalid job id `{text}`: expected a decimal number")]
     InvalidId {
@@ -92,6 +95,7 @@ impl ResponseError for Error {
             Error::Api(ApiError::Conflict(_)) => StatusCode::CONFLICT,
             Error::Api(ApiError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::MissingSecret | Error::WrongSecret => StatusCode::UNAUTHORIZED,
+            Error::CrossOrigin => StatusCode::FORBIDDEN,
             Error::InvalidId { .. }
             | Error::InvalidParam { .. }
             | Error::BadRequest { .. }

@@ -10,7 +10,8 @@
 //! - [`json`]: serde helpers for those ids and times.
 //! - [`health`], [`cluster`], [`jobs`], [`metrics`]: the handlers of `/api/health`,
 //!   `/api/cluster`, `/api/jobs...` and `/metrics`.
-//! - [`auth`]: the cluster secret that every mutating call must present.
+//! - [`auth`]: the cluster secret that every mutating call must present (a bearer token, or
+//!   the UI's login cookie on the UI's own forms).
 //! - [`error`]: the error type and its mapping to a status and a JSON `{"error"}` body.
 //! - [`ui`]: the server-rendered HTML pages and the fragments they refresh from.
 //!
@@ -41,8 +42,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
 
 pub use crate::api::{
-    ApiError, AttemptView, ClusterApi, ClusterView, Health, JobPage, JobQuery, JobView, MasterView,
-    PhaseCounters, Progress, Role, TaskView, WorkerView,
+    ApiError, AttemptView, ClusterApi, ClusterView, Health, JobCount, JobCounts, JobPage, JobQuery,
+    JobView, MasterView, PhaseCounters, Progress, Role, ServedJob, TaskView, WorkerView,
 };
 pub use crate::error::{Error, Result};
 
@@ -77,7 +78,7 @@ pub fn serve(
 /// tests (`App::new().configure(configure(api))`).
 pub fn configure(api: Arc<dyn ClusterApi>) -> impl FnOnce(&mut web::ServiceConfig) {
     use crate::jobs as job_api;
-    use crate::ui::{cluster as cluster_ui, home, job as job_ui};
+    use crate::ui::{cluster as cluster_ui, home, job as job_ui, job_list, layout, login, submit};
     move |cfg| {
         cfg.app_data(web::Data::from(api))
             .app_data(web::QueryConfig::default().error_handler(query_error))
@@ -88,6 +89,11 @@ pub fn configure(api: Arc<dyn ClusterApi>) -> impl FnOnce(&mut web::ServiceConfi
                     .error_handler(json_error),
             )
             .app_data(web::PayloadConfig::new(job_api::MAX_BODY))
+            .app_data(
+                web::FormConfig::default()
+                    .limit(job_api::MAX_BODY)
+                    .error_handler(form_error),
+            )
             // JSON API and metrics
             .service(resource("/api/health").get(health::get_health))
             .service(resource("/api/cluster").get(cluster::get_cluster))
@@ -101,12 +107,25 @@ pub fn configure(api: Arc<dyn ClusterApi>) -> impl FnOnce(&mut web::ServiceConfi
             .service(resource("/metrics").get(metrics::get_metrics))
             // UI pages and the fragments they refresh from
             .service(resource("/").get(home::index))
+            .service(resource("/jobs").get(job_list::jobs_page))
             .service(resource("/jobs/{id}").get(job_ui::job_page))
+            .service(resource("/jobs/{id}/cancel").post(job_ui::cancel))
+            .service(resource("/jobs/{id}/output/{n}").get(job_ui::output_file))
+            .service(
+                resource("/submit")
+                    .get(submit::submit_page)
+                    .post(submit::submit),
+            )
             .service(resource("/cluster").get(cluster_ui::cluster_page))
+            .service(resource("/login").get(login::login_page).post(login::login))
+            .service(resource("/logout").post(login::logout))
             .service(resource("/fragments/glance").get(home::glance_fragment))
-            .service(resource("/fragments/jobs").get(home::jobs_fragment))
+            .service(resource("/fragments/recent").get(home::recent_fragment))
+            .service(resource("/fragments/jobs").get(job_list::jobs_fragment))
             .service(resource("/fragments/jobs/{id}").get(job_ui::job_fragment))
             .service(resource("/fragments/cluster").get(cluster_ui::cluster_fragment))
+            .service(resource("/assets/app.css").get(layout::stylesheet))
+            .service(resource("/assets/app.js").get(layout::script))
             .default_service(web::to(no_route));
     }
 }
@@ -143,10 +162,10 @@ async fn no_route(req: HttpRequest) -> HttpResponse {
         method: req.method().to_string(),
         path: req.path().to_string(),
     };
-    if req.path().starts_with("/api/") || req.path() == "/api" || req.path() == "/metrics" {
+    if auth::is_api(req.path()) {
         error.error_response()
     } else {
-        ui::layout::error_page(&error)
+        ui::layout::error_page(&error, auth::Session::of(&req))
     }
 }
 
@@ -156,6 +175,13 @@ fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
         other => format!("invalid query string: {other}"),
     };
     Error::BadRequest { reason }.into()
+}
+
+fn form_error(err: actix_web::error::UrlencodedError, _req: &HttpRequest) -> actix_web::Error {
+    Error::BadRequest {
+        reason: format!("invalid form: {err}"),
+    }
+    .into()
 }
 
 fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {

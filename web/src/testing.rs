@@ -13,8 +13,8 @@ use jobs::{JobId, JobSpec, JobState, TaskId, TaskState, WorkerId};
 use serde_json::json;
 
 use crate::api::{
-    ApiError, AttemptView, ClusterApi, ClusterView, Health, JobPage, JobQuery, JobView, MasterView,
-    PhaseCounters, Progress, Role, TaskView, WorkerView,
+    ApiError, AttemptView, ClusterApi, ClusterView, Health, JobCount, JobCounts, JobPage, JobQuery,
+    JobView, MasterView, PhaseCounters, Progress, Role, ServedJob, TaskView, WorkerView,
 };
 
 /// The secret the fake cluster expects.
@@ -33,8 +33,10 @@ pub struct FakeState {
     pub last_wait: Option<Option<Duration>>,
     /// Ids received by `cancel`.
     pub cancelled: Vec<JobId>,
-    /// If set, `cluster` and `list_jobs` fail with this.
+    /// If set, `cluster`, `list_jobs` and `job_counts` fail with this.
     pub failure: Option<ApiError>,
+    /// If set, `submit` refuses every spec with this message (as the master's checks do).
+    pub reject: Option<String>,
 }
 
 /// An in-memory cluster.
@@ -88,6 +90,9 @@ impl ClusterApi for FakeCluster {
 
     fn submit(&self, spec: JobSpec) -> BoxFuture<'static, Result<JobId, ApiError>> {
         let mut state = self.state();
+        if let Some(reason) = state.reject.clone() {
+            return future::ready(Err(ApiError::BadRequest(reason))).boxed();
+        }
         state.submitted.push(spec);
         let id = JobId(7_000_000_000_000_000_000 + state.submitted.len() as u64);
         future::ready(Ok(id)).boxed()
@@ -156,6 +161,28 @@ impl ClusterApi for FakeCluster {
         future::ready(result).boxed()
     }
 
+    fn job_counts(&self) -> BoxFuture<'static, Result<JobCounts, ApiError>> {
+        let state = self.state();
+        if let Some(error) = state.failure.clone() {
+            return future::ready(Err(error)).boxed();
+        }
+        let mut counts: Vec<JobCount> = Vec::new();
+        for job in &state.jobs {
+            match counts
+                .iter_mut()
+                .find(|c| c.kind == job.kind && c.state == job.state)
+            {
+                Some(count) => count.jobs += 1,
+                None => counts.push(JobCount {
+                    kind: job.kind.clone(),
+                    state: job.state,
+                    jobs: 1,
+                }),
+            }
+        }
+        future::ready(Ok(JobCounts { counts })).boxed()
+    }
+
     fn metrics(&self) -> BoxFuture<'static, Result<String, ApiError>> {
         future::ready(Ok(
             "# TYPE cluster_jobs_total counter\ncluster_jobs_total 3\n".to_string(),
@@ -171,6 +198,12 @@ pub async fn app(
 {
     let api: Arc<dyn ClusterApi> = Arc::new(fake);
     test::init_service(App::new().configure(crate::configure(api))).await
+}
+
+/// A `Cookie` header value of a valid UI session under [`SECRET`].
+pub fn login_cookie() -> String {
+    let set = crate::auth::login_cookie(SECRET, false);
+    set.split(';').next().unwrap_or_default().to_string()
 }
 
 /// A job with id `id` in `state`, submitted at 2024-05-01T12:00:00.250Z.
@@ -253,6 +286,16 @@ pub fn sample_cluster() -> ClusterView {
                 alive: true,
                 last_heartbeat_ms: Some(1_714_564_800_250),
                 jobs: vec!["wordcount".into(), "echo".into()],
+                served: vec![
+                    ServedJob {
+                        kind: "mapreduce".into(),
+                        name: "wordcount".into(),
+                    },
+                    ServedJob {
+                        kind: "task".into(),
+                        name: "echo".into(),
+                    },
+                ],
             },
             WorkerView {
                 id: WorkerId(12),
@@ -262,7 +305,11 @@ pub fn sample_cluster() -> ClusterView {
                 running: 0,
                 alive: false,
                 last_heartbeat_ms: None,
-                jobs: vec![],
+                jobs: vec!["sleep".into()],
+                served: vec![ServedJob {
+                    kind: "task".into(),
+                    name: "sleep".into(),
+                }],
             },
         ],
     }

@@ -67,6 +67,9 @@ struct Inner {
     executor: Executor,
     /// The connected master and its client.
     client: Mutex<Option<(String, MasterServiceClient)>>,
+    /// The leader's address, as a master that is not the leader last told us: the next
+    /// connection goes there first.
+    leader_hint: std::sync::Mutex<Option<String>>,
     /// 0 until registered.
     worker_id: AtomicU64,
     heartbeat_ms: AtomicU64,
@@ -101,6 +104,7 @@ impl MasterLink {
                 secret,
                 executor,
                 client: Mutex::new(None),
+                leader_hint: std::sync::Mutex::new(None),
                 worker_id: AtomicU64::new(0),
                 heartbeat_ms: AtomicU64::new(500),
             }),
@@ -115,6 +119,13 @@ impl MasterLink {
     /// A client to some master: the current one, or the first of a shuffled list that answers
     /// (a leader hint goes first).
     async fn client(&self, hint: Option<String>) -> Result<MasterServiceClient, String> {
+        let remembered = self
+            .inner
+            .leader_hint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let hint = hint.or(remembered);
         let mut current = self.inner.client.lock().await;
         if hint.is_none() {
             if let Some((_, client)) = current.as_ref() {
@@ -168,6 +179,13 @@ impl MasterLink {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(RemoteError::UnknownWorker { .. })) => Err((CallError::Unknown, None)),
             Ok(Err(RemoteError::NotLeader { leader })) => {
+                // Talk to the leader from now on (or to another master if it is unknown).
+                self.drop_client().await;
+                *self
+                    .inner
+                    .leader_hint
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = leader.clone();
                 Err((CallError::Retry("not the leader".into()), leader))
             }
             Ok(Err(other)) => Err((CallError::Retry(other.to_string()), None)),

@@ -173,6 +173,8 @@ pub struct ClusterOpts {
     pub workers: usize,
     /// Task slots of each worker.
     pub slots: u32,
+    /// How many masters (1, 3 or 5), with ids 1, 2, ...
+    pub masters: u64,
 }
 
 impl Default for ClusterOpts {
@@ -180,6 +182,7 @@ impl Default for ClusterOpts {
         ClusterOpts {
             workers: 2,
             slots: 2,
+            masters: 1,
         }
     }
 }
@@ -187,7 +190,17 @@ impl Default for ClusterOpts {
 impl ClusterOpts {
     /// `workers` workers with `slots` slots each.
     pub fn new(workers: usize, slots: u32) -> ClusterOpts {
-        ClusterOpts { workers, slots }
+        ClusterOpts {
+            workers,
+            slots,
+            masters: 1,
+        }
+    }
+
+    /// With `masters` masters instead of one.
+    pub fn with_masters(mut self, masters: u64) -> ClusterOpts {
+        self.masters = masters;
+        self
     }
 }
 
@@ -210,10 +223,14 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// The cluster file.
     pub config_path: PathBuf,
-    /// The master's tarpc address.
+    /// Master 1's tarpc address.
     pub master_rpc: SocketAddr,
-    /// The master's HTTP address.
+    /// Master 1's HTTP address.
     pub master_http: SocketAddr,
+    /// Every master: (id, rpc, http).
+    pub masters: Vec<(u64, SocketAddr, SocketAddr)>,
+    /// The master HTTP requests go to (the leader, once known).
+    target: Cell<SocketAddr>,
     /// The workers' names.
     pub workers: Vec<String>,
     nodes: Vec<Node>,
@@ -237,18 +254,21 @@ impl Cluster {
             .disable_cleanup(std::env::var_os(KEEP_ENV).is_some())
             .tempdir()
             .expect("create a temporary directory");
-        let master_rpc = free_port();
-        let master_http = loop {
-            let port = free_port();
-            if port != master_rpc {
-                break port;
+        let mut taken = std::collections::HashSet::new();
+        let mut port = || loop {
+            let addr = free_port();
+            if taken.insert(addr) {
+                break addr;
             }
         };
+        let masters: Vec<(u64, SocketAddr, SocketAddr)> =
+            (1..=opts.masters).map(|id| (id, port(), port())).collect();
+        let (master_rpc, master_http) = (masters[0].1, masters[0].2);
         let workers: Vec<String> = (1..=opts.workers).map(|i| format!("w{i}")).collect();
         let config_path = dir.path().join("cluster.toml");
         fs::write(
             &config_path,
-            cluster_toml(SECRET, master_rpc, master_http, &workers, opts.slots, None),
+            cluster_toml(SECRET, &masters, &workers, opts.slots, None),
         )
         .expect("write cluster.toml");
         let agent = ureq::AgentBuilder::new()
@@ -259,6 +279,8 @@ impl Cluster {
             config_path: config_path.clone(),
             master_rpc,
             master_http,
+            target: Cell::new(master_http),
+            masters: masters.clone(),
             workers: workers.clone(),
             nodes: Vec::new(),
             agent,
@@ -266,17 +288,19 @@ impl Cluster {
             dir,
         };
         let config = config_path.to_string_lossy().into_owned();
-        cluster.add_node(
-            "master-1",
-            master_bin(),
-            vec![
-                "run".into(),
-                "--config".into(),
-                config.clone(),
-                "--id".into(),
-                "1".into(),
-            ],
-        );
+        for (id, _, _) in &masters {
+            cluster.add_node(
+                &format!("master-{id}"),
+                master_bin(),
+                vec![
+                    "run".into(),
+                    "--config".into(),
+                    config.clone(),
+                    "--id".into(),
+                    id.to_string(),
+                ],
+            );
+        }
         for name in &workers {
             cluster.add_node(
                 &format!("worker-{name}"),
@@ -293,7 +317,9 @@ impl Cluster {
     }
 
     fn start_all(mut self) -> Cluster {
-        self.spawn("master-1");
+        for (id, _, _) in self.masters.clone() {
+            self.spawn(&format!("master-{id}"));
+        }
         self.await_leader();
         for name in self.workers.clone() {
             self.spawn(&format!("worker-{name}"));
@@ -358,7 +384,10 @@ impl Cluster {
         let child = Command::new(&node.program)
             .args(&node.args)
             .current_dir(&dir)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CLUSTER_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log)
@@ -414,15 +443,38 @@ impl Cluster {
         }
     }
 
+    /// Waits until some master answers `/api/health` as leader, and sends requests there.
     fn await_leader(&self) {
-        self.await_condition(
-            "the master to answer /api/health as leader",
-            STARTUP_TIMEOUT,
-            || {
-                self.try_get("/api/health")
-                    .is_some_and(|(status, body)| status == 200 && body["role"] == "leader")
-            },
-        );
+        self.await_condition("a master to lead", STARTUP_TIMEOUT, || {
+            self.find_leader().is_some()
+        });
+    }
+
+    /// The id of the master that says it leads (among the running ones); HTTP requests go to
+    /// it from now on.
+    pub fn find_leader(&self) -> Option<u64> {
+        for (id, _, http) in &self.masters {
+            let url = format!("http://{http}/api/health");
+            let Ok(response) = self.agent.get(&url).timeout(Duration::from_secs(2)).call() else {
+                continue;
+            };
+            let Ok(body) = response.into_json::<Value>() else {
+                continue;
+            };
+            if body["role"] == "leader" {
+                self.target.set(*http);
+                return Some(*id);
+            }
+        }
+        None
+    }
+
+    /// SIGKILLs master `id` and reaps it.
+    pub fn kill_master(&mut self, id: u64) {
+        let node = self.node(&format!("master-{id}"));
+        let mut child = node.child.take().expect("the master is running");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// SIGKILLs a worker (`w1`) and reaps it.
@@ -489,7 +541,7 @@ impl Cluster {
     // ----- HTTP -----
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.master_http)
+        format!("http://{}{path}", self.target.get())
     }
 
     /// Sends a request; `None` on a transport error (connection refused, timeout).
@@ -681,16 +733,18 @@ impl Drop for Cluster {
 /// worker `bin`.
 pub fn cluster_toml(
     secret: &str,
-    master_rpc: SocketAddr,
-    master_http: SocketAddr,
+    masters: &[(u64, SocketAddr, SocketAddr)],
     workers: &[String],
     slots: u32,
     worker_bin: Option<&Path>,
 ) -> String {
-    let mut text = format!(
-        "[cluster]\ndata_dir = \"data\"\nsecret = \"{secret}\"\n\n\
-         [[master]]\nid = 1\nrpc = \"{master_rpc}\"\nhttp = \"{master_http}\"\n"
-    );
+    let mut text = format!("[cluster]\ndata_dir = \"data\"\nsecret = \"{secret}\"\n");
+    for (id, rpc, http) in masters {
+        let _ = write!(
+            text,
+            "\n[[master]]\nid = {id}\nrpc = \"{rpc}\"\nhttp = \"{http}\"\n"
+        );
+    }
     for name in workers {
         let _ = write!(
             text,

@@ -54,6 +54,10 @@ async fn harness() -> Harness {
     )
     .with_backup_min_age(Duration::from_millis(50))
     .start();
+    scheduler
+        .send(LeadershipChanged { ready: true })
+        .await
+        .unwrap();
     for (id, name) in [(1, "w1"), (2, "w2")] {
         scheduler
             .send(WorkerJoined {
@@ -109,7 +113,22 @@ impl Harness {
         );
     }
 
+    /// Reports as the worker the attempt was launched on (`worker` is checked against it).
     async fn report(&self, worker: u64, attempt: AttemptId, outcome: TaskOutcome) {
+        let launched_on = self
+            .launcher
+            .launched
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, t)| t.attempt == attempt)
+            .map(|(addr, _)| if addr == "w1:1" { 1 } else { 2 })
+            .expect("reported attempts were launched");
+        let worker = if worker == 0 { launched_on } else { worker };
+        assert_eq!(
+            worker, launched_on,
+            "the test reports from the worker that runs the attempt"
+        );
         let status = TaskStatus {
             attempt,
             outcome,
@@ -123,6 +142,7 @@ impl Harness {
                 statuses: vec![status],
             })
             .await
+            .unwrap()
             .unwrap();
     }
 
@@ -155,7 +175,7 @@ async fn a_task_job_runs_once_and_records_its_result() {
     let output = TaskOutput::Run {
         result: payload.clone(),
     };
-    h.report(1, task.attempt, TaskOutcome::Succeeded(output))
+    h.report(0, task.attempt, TaskOutcome::Succeeded(output))
         .await;
     assert_eq!(h.state(id).await, JobState::Succeeded);
     let result = h.meta.state().read().unwrap().jobs[&id]
@@ -190,10 +210,10 @@ async fn failures_retry_then_fail_the_job_with_the_message() {
         error: e.into(),
         retryable: true,
     };
-    h.report(1, first, failed("panicked: boom")).await;
+    h.report(0, first, failed("panicked: boom")).await;
     let second = h.launched(2).await[1].1.attempt;
     assert_eq!(second.attempt, 2);
-    h.report(2, second, failed("panicked: boom")).await;
+    h.report(0, second, failed("panicked: boom")).await;
     assert_eq!(h.state(id).await, JobState::Failed);
     let error = h.meta.state().read().unwrap().jobs[&id]
         .error
@@ -285,4 +305,62 @@ async fn mapreduce_reduces_wait_for_maps_and_see_their_locations() {
         output,
         vec![file, format!("{}/out/_SUCCESS", dir.path().display())]
     );
+}
+
+#[actix::test]
+async fn a_scheduler_that_is_not_the_leader_refuses_work() {
+    let h = harness().await;
+    let id = h.submit(ECHO).await.unwrap();
+    let attempt = h.launched(1).await[0].1.attempt;
+    h.scheduler
+        .send(LeadershipChanged { ready: false })
+        .await
+        .unwrap();
+    let err = h.submit(ECHO).await.unwrap_err();
+    assert!(matches!(err, Error::NotLeader { .. }), "{err}");
+    let status = TaskStatus {
+        attempt,
+        outcome: TaskOutcome::Failed {
+            error: "x".into(),
+            retryable: true,
+        },
+        started_ms: 1,
+        finished_ms: 2,
+        counters: Counters::default(),
+    };
+    let refused = h
+        .scheduler
+        .send(ReportStatuses {
+            worker_id: WorkerId(1),
+            statuses: vec![status],
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        refused,
+        Err(jobs::rpc::RemoteError::NotLeader { .. })
+    ));
+    // Leading again, it picks the job up from the committed state and launches it anew.
+    h.scheduler
+        .send(LeadershipChanged { ready: true })
+        .await
+        .unwrap();
+    for (worker, name) in [(1, "w1"), (2, "w2")] {
+        h.scheduler
+            .send(WorkerJoined {
+                worker_id: WorkerId(worker),
+                name: name.into(),
+                addr: format!("{name}:1"),
+                slots: 1,
+                jobs: vec![JobName {
+                    kind: JobKind::Task,
+                    name: "echo".into(),
+                }],
+                restarted: false,
+            })
+            .await
+            .unwrap();
+    }
+    let relaunched = h.launched(2).await[1].1.attempt;
+    assert_eq!(relaunched.job_id, id);
 }

@@ -5,15 +5,22 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use maud::{html, Markup};
 
-use crate::api::{ClusterApi, ClusterView};
-use crate::ui::format::{ago, badge, now_ms};
+use crate::api::{ClusterApi, ClusterView, Health};
+use crate::auth::Session;
+use crate::error::Error;
+use crate::ui::format::{ago, badge, kind_tag, meter, now_ms};
 use crate::ui::layout::{html_response, page, Nav};
 
 /// `GET /cluster`: masters and workers.
-pub async fn cluster_page(api: web::Data<dyn ClusterApi>) -> HttpResponse {
+pub async fn cluster_page(api: web::Data<dyn ClusterApi>, session: Session) -> HttpResponse {
     html_response(
         StatusCode::OK,
-        page("Cluster", Nav::Cluster, cluster_section(&api).await),
+        page(
+            "Cluster",
+            Nav::Cluster,
+            session,
+            cluster_section(&api).await,
+        ),
     )
 }
 
@@ -23,75 +30,110 @@ pub async fn cluster_fragment(api: web::Data<dyn ClusterApi>) -> HttpResponse {
 }
 
 async fn cluster_section(api: &web::Data<dyn ClusterApi>) -> Markup {
-    let health = api.health().await;
-    let cluster = api.cluster().await;
+    let (health, cluster) = futures::join!(api.health(), api.cluster());
     html! {
         section #cluster data-refresh="/fragments/cluster" {
             h1 { "Cluster" }
-            p.muted {
-                "This page is served by master " (health.id) " (" (health.role.as_str())
-                ", term " (health.term) ")."
+            p.subtitle {
+                "Served by master " (health.id) " (" (health.role.as_str()) ", term " (health.term)
+                "). Workers heartbeat every half second; one silent for 3 s is dead and its work runs elsewhere."
             }
             @match &cluster {
-                Ok(cluster) => (tables(cluster)),
-                Err(error) => p.notice { "Cluster state unavailable: " (error.to_string()) },
+                Ok(cluster) => (tables(cluster, &health)),
+                Err(error) => div.flash.bad { "Cluster state unavailable: " (Error::from(error.clone()).to_string()) },
             }
         }
     }
 }
 
-fn tables(cluster: &ClusterView) -> Markup {
+fn tables(cluster: &ClusterView, health: &Health) -> Markup {
     let now = now_ms();
+    let alive = cluster.workers.iter().filter(|w| w.alive).count();
+    let slots: u32 = cluster
+        .workers
+        .iter()
+        .filter(|w| w.alive)
+        .map(|w| w.slots)
+        .sum();
+    let running: u32 = cluster
+        .workers
+        .iter()
+        .filter(|w| w.alive)
+        .map(|w| w.running)
+        .sum();
     html! {
-        h2 { "Masters" }
+        h2 { "Masters" span.hint { @match cluster.leader {
+            Some(id) => { "leader: master " (id) },
+            None => "no leader elected",
+        } } }
         div.table {
-            table {
+            table.masters {
                 thead {
                     tr {
-                        th.num { "Id" } th { "Role" } th.num { "Term" } th.num { "Last log index" }
-                        th { "RPC" } th { "HTTP" }
+                        th.num { "Id" } th { "Role" } th { "Leader" } th.num { "Term" }
+                        th.num { "Last log index" } th.opt { "RPC" } th { "HTTP" }
                     }
                 }
                 tbody {
                     @for master in &cluster.masters {
                         tr {
-                            td.num { (master.id) }
+                            td.num { (master.id) @if master.id == health.id { span.sub { "this one" } } }
                             td { (badge(master.role.as_str())) }
+                            td { @if cluster.leader == Some(master.id) { "yes" } @else { span.muted { "no" } } }
                             td.num { (master.term) }
-                            td.num { @if let Some(index) = master.last_log_index { (index) } }
-                            td { code { (master.rpc) } }
+                            td.num { @match master.last_log_index {
+                                Some(index) => (index),
+                                None => span.muted { "unknown" },
+                            } }
+                            td.opt { code { (master.rpc) } }
                             td { a href={ "http://" (master.http) "/" } { (master.http) } }
                         }
                     }
                 }
             }
         }
-        h2 { "Workers" }
+        h2 { "Workers" span.hint { (alive) " of " (cluster.workers.len()) " alive · "
+            (running) " of " (slots) " slots busy" } }
         @if cluster.workers.is_empty() {
-            p.notice { "No worker has registered yet." }
+            div.notice #no-workers {
+                p { strong { "No worker has registered yet." } }
+                p { "Start one with " code { "worker --config cluster.toml --name w1" }
+                    " (or " code { "master up" } ", which starts every node of the file)." }
+            }
         } @else {
             div.table {
-                table {
+                table.workers {
                     thead {
                         tr {
-                            th { "Name" } th { "Status" } th.num { "Running / slots" }
-                            th { "Last heartbeat" } th { "RPC" } th { "Jobs" }
+                            th { "Worker" } th { "Status" } th.num { "Running / slots" }
+                            th { "Last heartbeat" } th.opt { "RPC" } th { "Jobs served" }
                         }
                     }
                     tbody {
                         @for worker in &cluster.workers {
                             tr {
-                                td { (worker.name) " " span.muted { "(" (worker.id) ")" } }
+                                td { strong { (worker.name) } span.sub.mono { (worker.id) } }
                                 td { (badge(if worker.alive { "alive" } else { "dead" })) }
-                                td.num { (worker.running) " / " (worker.slots) }
+                                td.num { (worker.running) " / " (worker.slots)
+                                    (meter(u64::from(worker.running), u64::from(worker.slots))) }
                                 td { (ago(worker.last_heartbeat_ms, now)) }
-                                td { code { (worker.rpc) } }
-                                td.wrap { (worker.jobs.join(", ")) }
+                                td.opt { code { (worker.rpc) } }
+                                td.wrap {
+                                    @if worker.served.is_empty() {
+                                        @for name in &worker.jobs { span.tag { (name) } }
+                                    } @else {
+                                        @for job in &worker.served {
+                                            span class={ "tag k-" (job.kind) } title=(job.kind) { (job.name) }
+                                        }
+                                    }
+                                    @if worker.jobs.is_empty() && worker.served.is_empty() { span.muted { "none" } }
+                                }
                             }
                         }
                     }
                 }
             }
+            div.legend { span { "Job kinds: " (kind_tag("mapreduce")) (kind_tag("task")) } }
         }
     }
 }
@@ -115,7 +157,32 @@ mod tests {
         assert!(page.contains(r#"class="badge s-dead""#));
         assert!(page.contains("1 / 2"));
         assert!(page.contains("never"));
-        assert!(page.contains("wordcount, echo"));
-        assert!(page.contains(r#"class="active""#));
+        assert!(
+            page.contains(r#"<span class="tag k-mapreduce" title="mapreduce">wordcount</span>"#),
+            "{page}"
+        );
+        assert!(page.contains(r#"<span class="tag k-task" title="task">echo</span>"#));
+        assert!(page.contains("1 of 2 alive"));
+        assert!(page.contains(r#"<a href="/cluster" class="active">"#));
+        assert!(page.contains(r#"data-refresh="/fragments/cluster""#));
+    }
+
+    #[actix_web::test]
+    async fn the_cluster_fragment_is_the_section_alone_and_failures_show() {
+        let fake = FakeCluster::new();
+        let app = app(fake.clone()).await;
+        let req = test::TestRequest::get()
+            .uri("/fragments/cluster")
+            .to_request();
+        let body = String::from_utf8(test::call_and_read_body(&app, req).await.to_vec()).unwrap();
+        assert!(body.starts_with(r#"<section id="cluster""#), "{body}");
+        assert!(!body.contains("<html"));
+        fake.state().failure = Some(crate::api::ApiError::Unavailable("no leader".into()));
+        let req = test::TestRequest::get().uri("/cluster").to_request();
+        let body = String::from_utf8(test::call_and_read_body(&app, req).await.to_vec()).unwrap();
+        assert!(
+            body.contains("Cluster state unavailable: no leader"),
+            "{body}"
+        );
     }
 }

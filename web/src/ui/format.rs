@@ -17,8 +17,23 @@ pub fn badge(name: &str) -> Markup {
     html! { span class={ "badge s-" (name) } { (name) } }
 }
 
-/// A progress bar with `done/total` beside it.
-pub fn progress_bar(progress: Progress) -> Markup {
+/// A small tag naming a job kind (`mapreduce`, `task`), coloured per kind.
+pub fn kind_tag(kind: &str) -> Markup {
+    html! { span class={ "tag k-" (kind) } { (kind) } }
+}
+
+/// A thin bar showing `used` of `total` (a worker's busy slots).
+pub fn meter(used: u64, total: u64) -> Markup {
+    let percent = used
+        .saturating_mul(100)
+        .checked_div(total)
+        .unwrap_or(0)
+        .min(100);
+    html! { span.meter title={ (used) " of " (total) } { span style={ "width:" (percent) "%" } {} } }
+}
+
+/// A progress bar with `done/total` beside it, coloured by the job's `state`.
+pub fn progress_bar(progress: Progress, state: &str) -> Markup {
     let percent = progress
         .done
         .saturating_mul(100)
@@ -27,7 +42,7 @@ pub fn progress_bar(progress: Progress) -> Markup {
         .min(100);
     html! {
         span.progress title={ (percent) "%" } {
-            span.track { span.fill style={ "width:" (percent) "%" } {} }
+            span.track { span class={ "fill s-" (state) } style={ "width:" (percent) "%" } {} }
             span.count { (progress.done) "/" (progress.total) }
         }
     }
@@ -45,6 +60,26 @@ pub fn time(ms: Option<u64>) -> Markup {
         },
         _ => html! { span.muted { "—" } },
     }
+}
+
+/// A `<time>` showing only the UTC time of day (`14:03:07`), or a dash.
+pub fn time_of_day(ms: Option<u64>) -> Markup {
+    let shown = ms.and_then(|ms| DateTime::<Utc>::from_timestamp_millis(i64::try_from(ms).ok()?));
+    match (ms.and_then(rfc3339_ms), shown) {
+        (Some(machine), Some(time)) => html! {
+            time datetime=(machine) title=(machine) { (time.format("%H:%M:%S")) }
+        },
+        _ => html! { span.muted { "—" } },
+    }
+}
+
+/// The UTC date of `ms` (`2024-05-01 UTC`), or "not yet".
+pub fn date_utc(ms: Option<u64>) -> String {
+    ms.and_then(|ms| DateTime::<Utc>::from_timestamp_millis(i64::try_from(ms).ok()?))
+        .map_or_else(
+            || "not yet".to_string(),
+            |t| t.format("%Y-%m-%d UTC").to_string(),
+        )
 }
 
 /// How long something ran: from `start` to `end`, or to `now` while it runs; empty if it has
@@ -96,6 +131,15 @@ pub fn bytes(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// The `q`-quantile (0.0..=1.0) of sorted values, by the nearest-rank method; `None` if empty.
+pub fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.saturating_sub(1)).copied()
+}
+
 /// A JSON value, pretty-printed for a `<pre>`.
 pub fn pretty_json(value: &serde_json::Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
@@ -122,12 +166,26 @@ mod tests {
     }
 
     #[test]
+    fn quantiles_use_the_nearest_rank() {
+        let values = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        assert_eq!(quantile(&values, 0.0), Some(1));
+        assert_eq!(quantile(&values, 0.5), Some(5));
+        assert_eq!(quantile(&values, 0.75), Some(8));
+        assert_eq!(quantile(&values, 1.0), Some(10));
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[7], 0.25), Some(7));
+    }
+
+    #[test]
     fn progress_bars_stay_within_bounds() {
-        let empty = progress_bar(Progress { done: 0, total: 0 }).into_string();
+        let empty = progress_bar(Progress { done: 0, total: 0 }, "queued").into_string();
         assert!(empty.contains("width:0%"), "{empty}");
-        let over = progress_bar(Progress { done: 5, total: 4 }).into_string();
+        let over = progress_bar(Progress { done: 5, total: 4 }, "running").into_string();
         assert!(over.contains("width:100%"), "{over}");
-        let half = progress_bar(Progress { done: 1, total: 2 }).into_string();
+        let half = progress_bar(Progress { done: 1, total: 2 }, "failed").into_string();
         assert!(half.contains("width:50%") && half.contains("1/2"), "{half}");
+        assert!(half.contains("fill s-failed"), "{half}");
+        assert!(meter(3, 4).into_string().contains("width:75%"));
+        assert!(meter(1, 0).into_string().contains("width:0%"));
     }
 }

@@ -1,91 +1,47 @@
-//! The frame every page shares: the document head, the embedded stylesheet, the nav bar, and
-//! the one inline script, which re-fetches every element marked `data-refresh="<url>"` every
-//! two seconds and swaps in the HTML fragment the url returns. A fragment that no longer
-//! carries `data-refresh` (a job that ended) stops the polling for that element.
+//! The frame every page shares: the document head, the nav bar (with the live indicator and
+//! the login state), the embedded stylesheet and script (served from `/assets/`), the security
+//! headers of every HTML response, and the error page.
 
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
+use crate::auth::Session;
 use crate::error::Error;
 
 /// The stylesheet, embedded so the UI needs no static files.
-pub const CSS: &str = r#"
-:root{--fg:#1d2430;--muted:#687385;--bg:#f6f7f9;--card:#fff;--line:#e3e6eb;--accent:#2f6fde;
---ok:#1d8a4a;--bad:#c8312b;--run:#2f6fde;--wait:#7a6500;--off:#6b7280}
-@media (prefers-color-scheme:dark){:root{--fg:#e4e7ec;--muted:#98a2b3;--bg:#14171c;--card:#1c2027;
---line:#2c323c;--accent:#6d9cf0}}
-*{box-sizing:border-box}
-body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--fg);background:var(--bg)}
-header{background:var(--card);border-bottom:1px solid var(--line)}
-nav{max-width:1200px;margin:0 auto;padding:.6rem 1rem;display:flex;gap:1.2rem;align-items:center}
-nav a{color:var(--muted);text-decoration:none;font-weight:500}
-nav a.active,nav a:hover{color:var(--fg)}
-nav .brand{color:var(--fg);font-weight:700;margin-right:.8rem}
-main{max-width:1200px;margin:0 auto;padding:1rem}
-h1{font-size:1.4rem;margin:.4rem 0 1rem;display:flex;gap:.6rem;align-items:center;flex-wrap:wrap}
-h2{font-size:1.05rem;margin:1.6rem 0 .6rem}
-a{color:var(--accent)}
-.muted,.count{color:var(--muted)}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:.8rem}
-.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.7rem .9rem}
-.card .label{color:var(--muted);font-size:.8rem;text-transform:uppercase;letter-spacing:.04em}
-.card .value{font-size:1.3rem;font-weight:600}
-.table{overflow-x:auto;background:var(--card);border:1px solid var(--line);border-radius:8px}
-table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:.45rem .7rem;border-bottom:1px solid var(--line);vertical-align:top;white-space:nowrap}
-td.wrap{white-space:normal;word-break:break-word;min-width:12rem}
-th{font-size:.8rem;color:var(--muted);font-weight:600;text-transform:uppercase;letter-spacing:.03em}
-tr:last-child td{border-bottom:0}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-.badge{display:inline-block;padding:.05rem .5rem;border-radius:999px;font-size:.8rem;font-weight:600;
-color:#fff;background:var(--off)}
-.s-succeeded,.s-leader,.s-alive{background:var(--ok)}
-.s-failed,.s-lost,.s-dead{background:var(--bad)}
-.s-running{background:var(--run)}
-.s-queued,.s-scheduled,.s-pending,.s-candidate{background:var(--wait)}
-.progress{display:inline-flex;gap:.5rem;align-items:center}
-.track{display:inline-block;width:110px;height:8px;border-radius:4px;background:var(--line);overflow:hidden}
-.fill{display:block;height:100%;background:var(--accent)}
-pre{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.7rem;overflow-x:auto;
-margin:0;font-size:.85rem;white-space:pre-wrap;word-break:break-word}
-pre.error{border-color:var(--bad);color:var(--bad)}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem;margin:0}
-dl.facts dt{color:var(--muted)}dl.facts dd{margin:0}
-.notice{background:var(--card);border:1px dashed var(--line);border-radius:8px;padding:1.2rem;color:var(--muted)}
-code{font-size:.9em}
-@media (max-width:600px){nav{gap:.8rem}main{padding:.6rem}.track{width:60px}th,td{padding:.4rem .5rem}}
-"#;
-
-/// The live-update script: swaps in fresh fragments every two seconds while the tab is visible.
-pub const SCRIPT: &str = r#"
-let busy = false;
-setInterval(async () => {
-  if (busy || document.hidden) return;
-  busy = true;
-  try {
-    for (const el of document.querySelectorAll('[data-refresh]')) {
-      const res = await fetch(el.dataset.refresh, {headers: {Accept: 'text/html'}});
-      if (res.ok) el.outerHTML = await res.text();
-    }
-  } catch (_) {
-  } finally {
-    busy = false;
-  }
-}, 2000);
-"#;
+pub const CSS: &str = include_str!("assets/app.css");
+/// The live-update script (see its header comment), embedded likewise.
+pub const SCRIPT: &str = include_str!("assets/app.js");
+/// Bumped when the assets change, so browsers do not keep a stale copy past a release.
+pub const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The Content-Security-Policy of every page: no inline script, nothing from elsewhere, no
+/// framing (the cancel button must not be clickjacked).
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The sections of the nav bar; the current one is highlighted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Nav {
+    /// The first page.
+    Overview,
     /// The jobs list and the job pages.
     Jobs,
+    /// The submit form.
+    Submit,
     /// Masters and workers.
     Cluster,
+    /// The login page (highlights nothing).
+    Login,
 }
 
-/// A whole page: head, nav bar with `nav` highlighted, `body`, and the refresh script.
-pub fn page(title: &str, nav: Nav, body: Markup) -> Markup {
+const LOGO: PreEscaped<&str> = PreEscaped(
+    r##"<svg width="22" height="22" viewBox="0 0 22 22" aria-hidden="true"><rect x="1" y="1" width="9" height="9" rx="2" fill="#6d9cf0"/><rect x="12" y="1" width="9" height="9" rx="2" fill="#3ccb6e"/><rect x="1" y="12" width="9" height="9" rx="2" fill="#e0a030"/><rect x="12" y="12" width="9" height="9" rx="2" fill="#b08cf0"/></svg>"##,
+);
+
+/// A whole page: head, nav bar with `nav` highlighted, `body`, and the script.
+pub fn page(title: &str, nav: Nav, session: Session, body: Markup) -> Markup {
     let link = |target: Nav, href: &str, label: &str| {
         html! { a href=(href) class=[(nav == target).then_some("active")] { (label) } }
     };
@@ -95,33 +51,84 @@ pub fn page(title: &str, nav: Nav, body: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · cluster" }
-                style { (PreEscaped(CSS)) }
+                meta name="color-scheme" content="light dark";
+                title { (title) " · mrcluster" }
+                link rel="icon" href="data:,";
+                link rel="stylesheet" href={ "/assets/app.css?v=" (ASSET_VERSION) };
+                script src={ "/assets/app.js?v=" (ASSET_VERSION) } defer {}
             }
             body {
-                header {
-                    nav {
-                        a.brand href="/" { "MapReduce cluster" }
-                        (link(Nav::Jobs, "/", "Jobs"))
-                        (link(Nav::Cluster, "/cluster", "Cluster"))
+                header.top {
+                    div.bar {
+                        a.brand href="/" { (LOGO) "mrcluster" }
+                        nav {
+                            (link(Nav::Overview, "/", "Overview"))
+                            (link(Nav::Jobs, "/jobs", "Jobs"))
+                            (link(Nav::Submit, "/submit", "Submit"))
+                            (link(Nav::Cluster, "/cluster", "Cluster"))
+                            a href="/metrics" { "Metrics" }
+                        }
+                        div.who {
+                            span #live .live title="Updates every 2 s" {
+                                span.dot {} span.label { "live" }
+                            }
+                            @if session.logged_in {
+                                form.inline method="post" action="/logout" {
+                                    button.link type="submit" { "Log out" }
+                                }
+                            } @else {
+                                a href="/login" { "Log in" }
+                            }
+                        }
                     }
                 }
                 main { (body) }
-                script { (PreEscaped(SCRIPT)) }
+                footer { "mrcluster · reads are open, changes need the cluster secret · "
+                    a href="/api/jobs" { "JSON API" } }
             }
         }
     }
 }
 
-/// An HTML response.
+/// Adds the headers every UI response carries.
+pub fn secure_headers(response: &mut HttpResponse) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// An HTML response with the UI's security headers.
 pub fn html_response(status: StatusCode, markup: Markup) -> HttpResponse {
-    HttpResponse::build(status)
+    let mut response = HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
-        .body(markup.into_string())
+        .body(markup.into_string());
+    secure_headers(&mut response);
+    response
+}
+
+/// A `303 See Other` to a page (after a form post), so reloading does not post again.
+pub fn see_other(location: &str) -> HttpResponse {
+    let mut response = HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish();
+    secure_headers(&mut response);
+    response
 }
 
 /// A page explaining an error, with the error's status.
-pub fn error_page(error: &Error) -> HttpResponse {
+pub fn error_page(error: &Error, session: Session) -> HttpResponse {
     let status = error.status_code();
     let title = status.canonical_reason().unwrap_or("Error");
     html_response(
@@ -129,11 +136,87 @@ pub fn error_page(error: &Error) -> HttpResponse {
         page(
             title,
             Nav::Jobs,
+            session,
             html! {
                 h1 { (status.as_u16()) " " (title) }
-                p.notice { (error.to_string()) }
-                p { a href="/" { "Back to the jobs" } }
+                div.flash.bad { (error.to_string()) }
+                p { a href="/" { "Back to the overview" } " · " a href="/jobs" { "All jobs" } }
             },
         ),
     )
+}
+
+/// `GET /assets/app.css`.
+pub async fn stylesheet() -> HttpResponse {
+    asset("text/css; charset=utf-8", CSS)
+}
+
+/// `GET /assets/app.js`.
+pub async fn script() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
+}
+
+/// The request's path and query, to come back to after logging in.
+pub fn here(req: &HttpRequest) -> String {
+    match req.uri().path_and_query() {
+        Some(pq) => pq.as_str().to_string(),
+        None => "/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header;
+    use actix_web::test;
+
+    use crate::testing::{app, FakeCluster};
+
+    #[actix_web::test]
+    async fn assets_are_served_with_their_types() {
+        let app = app(FakeCluster::new()).await;
+        for (uri, ctype, needle) in [
+            ("/assets/app.css", "text/css", "--accent"),
+            ("/assets/app.js", "text/javascript", "data-refresh"),
+        ] {
+            let res =
+                test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+            assert!(res.status().is_success(), "{uri}");
+            let got = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .unwrap()
+                .to_str()
+                .unwrap();
+            assert!(got.starts_with(ctype), "{uri}: {got}");
+            let body = test::read_body(res).await;
+            assert!(std::str::from_utf8(&body).unwrap().contains(needle));
+        }
+    }
+
+    #[actix_web::test]
+    async fn pages_carry_security_headers_and_no_inline_script() {
+        let app = app(FakeCluster::new()).await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+        let csp = res.headers().get(header::CONTENT_SECURITY_POLICY).unwrap();
+        assert!(csp.to_str().unwrap().contains("script-src 'self'"));
+        assert_eq!(res.headers().get(header::X_FRAME_OPTIONS).unwrap(), "DENY");
+        let body = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+        assert!(body.contains(r#"<script src="/assets/app.js"#), "{body}");
+        assert!(
+            !body.contains("<script>"),
+            "inline scripts would be blocked by the CSP"
+        );
+        assert!(
+            body.contains(r#"href="/login""#),
+            "logged out: a login link"
+        );
+    }
 }

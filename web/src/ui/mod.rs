@@ -1,17 +1,27 @@
-//! The web UI: server-rendered HTML (maud), no build step, a little CSS and one small script.
+//! The web UI: server-rendered HTML (maud), no build step, one stylesheet and one small script
+//! embedded in the binary.
 //!
-//! - [`layout`]: the page frame, the stylesheet, the nav bar and the refresh script.
-//! - [`format`](mod@format): badges, progress bars, times, durations and sizes.
+//! - [`layout`]: the page frame, nav bar, security headers, error page and the `/assets/`.
+//! - [`format`](mod@format): badges, progress bars, times, durations, sizes and quantiles.
 //! - [`home`]: `GET /`, the cluster at a glance and the recent jobs.
-//! - [`job`]: `GET /jobs/{id}`, one job with its tasks.
+//! - [`job_list`]: `GET /jobs`, every job with state filters, kind filter and paging.
+//! - [`job`]: `GET /jobs/{id}` with its tasks, the cancel form and the output files.
+//! - [`timeline`]: the job page's SVG task timeline and duration summary.
+//! - [`submit`]: `GET`/`POST /submit`, a form per job kind.
 //! - [`cluster`]: `GET /cluster`, masters and workers.
+//! - [`login`]: `GET`/`POST /login` and `POST /logout`, the session cookie for the forms.
 //!
 //! Each page is made of sections that carry `data-refresh="<url>"`; the url
 //! (`/fragments/...`) serves the same section alone, so live updates reuse the server-side
-//! templates instead of duplicating them in JavaScript. Everything shown is escaped by maud.
+//! templates instead of duplicating them in JavaScript. Everything shown is escaped by maud
+//! (the timeline's SVG text by [`timeline`] itself).
 
 pub mod cluster;
 pub mod format;
 pub mod home;
 pub mod job;
+pub mod job_list;
 pub mod layout;
+pub mod login;
+pub mod submit;
+pub mod timeline;
