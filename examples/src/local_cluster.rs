@@ -180,6 +180,39 @@ impl LocalCluster {
             .context("no id in the reply")
     }
 
+    /// Submits `spec` and waits for it in one round trip (`POST /api/jobs?wait_ms=`), long-
+    /// polling further if it has not ended by then; returns the job's id and final state.
+    ///
+    /// # Errors
+    /// On a transport error, a rejection, or after `timeout`.
+    pub fn run(
+        &self,
+        agent: &ureq::Agent,
+        spec: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<(String, String)> {
+        /// The two fields a runner needs (parsing the whole job would cost the client more).
+        #[derive(serde::Deserialize)]
+        struct Brief {
+            id: String,
+            state: String,
+        }
+        let wait_ms = timeout.as_millis().min(60_000);
+        let brief: Brief = agent
+            .post(&format!("{}/api/jobs?wait_ms={wait_ms}", self.url))
+            .set("Authorization", &format!("Bearer {}", self.secret))
+            .send_json(spec)?
+            .into_json()?;
+        if matches!(brief.state.as_str(), "succeeded" | "failed" | "cancelled") {
+            return Ok((brief.id, brief.state));
+        }
+        let job = self.wait(agent, &brief.id, timeout)?;
+        Ok((
+            brief.id,
+            job["state"].as_str().unwrap_or_default().to_string(),
+        ))
+    }
+
     /// Waits (long-polling) until job `id` has ended; returns the job.
     ///
     /// # Errors

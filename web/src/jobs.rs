@@ -121,15 +121,19 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-/// `POST /api/jobs` with a job spec → 201 `{"id": "..."}`.
+/// `POST /api/jobs` with a job spec → 201 `{"id": "..."}`. With `?wait_ms=N` it also waits
+/// (like `GET /api/jobs/{id}?wait_ms=N`) and answers 201 with the whole job, which has ended
+/// unless N ms passed first: submit-and-wait in one round trip.
 ///
 /// # Errors
 /// 400 naming what is wrong with the spec, 413 for a body over [`MAX_BODY`], or what the master
 /// answers.
 pub async fn submit_job(
     api: web::Data<dyn ClusterApi>,
+    params: web::Query<JobParams>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
+    let wait = params.wait()?;
     let body = read_body(payload, MAX_BODY).await?;
     let text = std::str::from_utf8(&body).map_err(|e| {
         Error::InvalidSpec(jobs::Error::InvalidSpec {
@@ -138,8 +142,11 @@ pub async fn submit_job(
     })?;
     let spec = JobSpec::from_json(text).map_err(Error::InvalidSpec)?;
     let id = api.submit(spec).await?;
-    tracing::info!(job_id = %id, "job submitted");
-    Ok(HttpResponse::Created().json(JobRef { id }))
+    tracing::debug!(job_id = %id, "job submitted");
+    match wait {
+        Some(wait) => Ok(HttpResponse::Created().json(api.job(id, Some(wait)).await?)),
+        None => Ok(HttpResponse::Created().json(JobRef { id })),
+    }
 }
 
 /// `GET /api/jobs?state=&kind=&limit=&before=` → `{"jobs": [...], "next_before", "total"}`,
@@ -166,20 +173,27 @@ pub async fn get_job(
     params: web::Query<JobParams>,
 ) -> Result<HttpResponse> {
     let id = parse_job_id(&id)?;
-    let wait = match params.wait_ms.as_deref() {
-        None | Some("") => None,
-        Some(text) => match text.parse::<u64>() {
-            Ok(0) => None,
-            Ok(ms) => Some(Duration::from_millis(ms).min(MAX_WAIT)),
-            Err(_) => {
-                return Err(Error::InvalidParam {
+    Ok(HttpResponse::Ok().json(api.job(id, params.wait()?).await?))
+}
+
+impl JobParams {
+    /// The `wait_ms` parameter as a duration (`None` for absent or 0), capped at [`MAX_WAIT`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] if it is not a number.
+    pub fn wait(&self) -> Result<Option<Duration>> {
+        match self.wait_ms.as_deref() {
+            None | Some("") => Ok(None),
+            Some(text) => match text.parse::<u64>() {
+                Ok(0) => Ok(None),
+                Ok(ms) => Ok(Some(Duration::from_millis(ms).min(MAX_WAIT))),
+                Err(_) => Err(Error::InvalidParam {
                     name: "wait_ms",
                     reason: format!("`{text}` is not a number of milliseconds"),
-                })
-            }
-        },
-    };
-    Ok(HttpResponse::Ok().json(api.job(id, wait).await?))
+                }),
+            },
+        }
+    }
 }
 
 /// `POST /api/jobs/{id}/cancel` → 200 `{"id": "..."}`.
@@ -244,6 +258,29 @@ mod tests {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert!(error_of(&body).contains("wrong cluster secret"), "{body}");
         assert!(fake.state().submitted.is_empty());
+    }
+
+    #[actix_web::test]
+    async fn submit_and_wait_answers_with_the_job() {
+        let fake = FakeCluster::new();
+        let request = test::TestRequest::post()
+            .uri("/api/jobs?wait_ms=500")
+            .insert_header((header::AUTHORIZATION, format!("Bearer {SECRET}")))
+            .set_payload(ECHO);
+        let (status, body) = send(&fake, request).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert!(body["id"].is_string(), "{body}");
+        assert!(
+            body["state"].is_string() && body["progress"].is_object(),
+            "the whole job: {body}"
+        );
+        let bad = test::TestRequest::post()
+            .uri("/api/jobs?wait_ms=soon")
+            .insert_header((header::AUTHORIZATION, format!("Bearer {SECRET}")))
+            .set_payload(ECHO);
+        let (status, body) = send(&fake, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error_of(&body).contains("wait_ms"), "{body}");
     }
 
     #[actix_web::test]

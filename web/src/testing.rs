@@ -95,6 +95,8 @@ impl ClusterApi for FakeCluster {
         }
         state.submitted.push(spec);
         let id = JobId(7_000_000_000_000_000_000 + state.submitted.len() as u64);
+        // Submitted jobs can be read back (and waited for), as on a real master.
+        state.jobs.push(sample_job(id.0, JobState::Queued));
         future::ready(Ok(id)).boxed()
     }
 

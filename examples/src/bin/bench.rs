@@ -4,8 +4,9 @@
 //!   on a local cluster (one master, two workers), and in the same run a single-process rayon
 //!   word count over the same files with 2 threads; reports both throughputs and their ratio.
 //! - `bench dispatch [--tasks 20000] [--clients 16]`: `echo` tasks submitted by concurrent HTTP
-//!   clients, each waiting for its task to finish (tasks/s end to end), then submit-to-finish
-//!   latency of single tasks at low load (p50/p99).
+//!   clients, each waiting for its task to finish before submitting the next (one
+//!   `POST /api/jobs?wait_ms=` per task: submit-and-wait), for tasks/s end to end; then
+//!   submit-to-finish latency of single tasks at low load (p50/p99).
 //!
 //! Build first with `cargo build --release --workspace`; run from the repository root.
 
@@ -225,8 +226,7 @@ fn dispatch(dir: &Path, tasks: usize, clients: usize, samples: usize, slots: u32
     // Warm-up: connections, allocations.
     let agent = ureq::AgentBuilder::new().build();
     for _ in 0..200 {
-        let id = cluster.submit(&agent, &spec)?;
-        cluster.wait(&agent, &id, Duration::from_secs(30))?;
+        cluster.run(&agent, &spec, Duration::from_secs(30))?;
     }
 
     eprintln!("throughput: {tasks} echo tasks from {clients} clients...");
@@ -241,10 +241,9 @@ fn dispatch(dir: &Path, tasks: usize, clients: usize, samples: usize, slots: u32
                 let agent = ureq::AgentBuilder::new().build();
                 let mut done = 0;
                 while next.fetch_add(1, Ordering::Relaxed) < tasks {
-                    let id = cluster.submit(&agent, &spec)?;
-                    let job = cluster.wait(&agent, &id, Duration::from_secs(60))?;
-                    if job["state"] != "succeeded" {
-                        bail!("task {id} ended {}", job["state"]);
+                    let (id, state) = cluster.run(&agent, &spec, Duration::from_secs(60))?;
+                    if state != "succeeded" {
+                        bail!("task {id} ended {state}");
                     }
                     done += 1;
                 }
@@ -264,11 +263,10 @@ fn dispatch(dir: &Path, tasks: usize, clients: usize, samples: usize, slots: u32
     let mut latencies = Vec::with_capacity(samples);
     for _ in 0..samples {
         let start = Instant::now();
-        let id = cluster.submit(&agent, &spec)?;
-        let job = cluster.wait(&agent, &id, Duration::from_secs(30))?;
+        let (id, state) = cluster.run(&agent, &spec, Duration::from_secs(30))?;
         latencies.push(start.elapsed().as_secs_f64() * 1000.0);
-        if job["state"] != "succeeded" {
-            bail!("task {id} ended {}", job["state"]);
+        if state != "succeeded" {
+            bail!("task {id} ended {state}");
         }
     }
     latencies.sort_by(f64::total_cmp);
