@@ -182,16 +182,22 @@ fn two_workers_run_maps_concurrently() {
     assert_output_eq(&output, 2, &reference_wordcount(&files));
 }
 
-#[test]
-fn kill_9_worker_mid_job_still_gives_exact_output() {
-    let mut cluster = Cluster::start(ClusterOpts::new(2, 1));
+/// Submits a `slow-wordcount` over 8 generated files (8 maps of 50 lines at 20 ms: about 1 s
+/// each, 4 s per worker), long enough to kill something in the middle. Returns the job id, the
+/// input dir, the files and the output dir.
+fn submit_slow_wordcount(cluster: &Cluster, seed: u64) -> (String, PathBuf, Vec<PathBuf>, PathBuf) {
     let input = cluster.mkdir("input");
-    // 8 maps of 50 lines at 20 ms: about 1 s each, 4 s per worker.
-    let files = generate_corpus(&input, 5, 8, 50, false);
+    let files = generate_corpus(&input, seed, 8, 50, false);
     let output = cluster.dir().join("out");
     let params = json!({"line_delay_us": 20_000});
     let spec = mapreduce("slow-wordcount", &[glob_txt(&input)], &output, 2, params);
-    let id = cluster.submit_ok(&spec);
+    (cluster.submit_ok(&spec), input, files, output)
+}
+
+#[test]
+fn kill_9_worker_mid_job_still_gives_exact_output() {
+    let mut cluster = Cluster::start(ClusterOpts::new(2, 1));
+    let (id, input, files, output) = submit_slow_wordcount(&cluster, 5);
 
     // Kill w1 once it has finished a map (whose output only w1 holds) and runs another.
     cluster.await_condition("w1 to finish one map and run another", JOB_TIMEOUT, || {
@@ -1022,13 +1028,7 @@ fn a_job_running_during_a_master_restart_still_succeeds() {
 fn kill_9_leader_mid_job_still_gives_exact_output() {
     let mut cluster = Cluster::start(ClusterOpts::new(2, 1).with_masters(3));
     let leader = cluster.find_leader().expect("a leader");
-    let input = cluster.mkdir("input");
-    // 8 maps of 50 lines at 20 ms: about 1 s each, 4 s per worker.
-    let files = generate_corpus(&input, 7, 8, 50, false);
-    let output = cluster.dir().join("out");
-    let params = json!({"line_delay_us": 20_000});
-    let spec = mapreduce("slow-wordcount", &[glob_txt(&input)], &output, 2, params);
-    let id = cluster.submit_ok(&spec);
+    let (id, _, files, output) = submit_slow_wordcount(&cluster, 7);
 
     // Kill the leader once some maps have finished and others run.
     cluster.await_condition("a map to finish while others run", JOB_TIMEOUT, || {
