@@ -1063,3 +1063,30 @@ fn kill_9_leader_mid_job_still_gives_exact_output() {
         "after failover"
     );
 }
+
+#[test]
+fn a_follower_forwards_api_calls_to_the_leader() {
+    let cluster = Cluster::start(ClusterOpts::new(1, 1).with_masters(3));
+    let leader = cluster.find_leader().expect("a leader");
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.use_master(follower);
+    let (status, health) = cluster.get("/api/health");
+    assert_eq!(status, 200);
+    assert_eq!(
+        health["role"], "follower",
+        "health is answered by the follower itself: {health}"
+    );
+    assert_eq!(health["leader"], leader);
+    // A write through the follower reaches the leader, and so does a read of the job.
+    let id =
+        cluster.submit_ok(&json!({"kind": "task", "job": "echo", "payload": "via a follower"}));
+    let job = cluster.wait_success(&id, JOB_TIMEOUT);
+    assert_eq!(job["result"], "via a follower");
+    // A forwarded write still needs the secret (the leader checks it).
+    let (status, _) = cluster.submit_raw(r#"{"kind":"task","job":"echo"}"#, None);
+    assert_eq!(status, 401);
+    let (status, body) = cluster.submit_raw("{bad", Some(SECRET));
+    assert_eq!(status, 400, "{body}");
+    cluster.use_master(leader);
+    assert_eq!(cluster.job(&id)["state"], "succeeded");
+}

@@ -589,6 +589,17 @@ impl ClusterApi for MasterApi {
         })
     }
 
+    fn leader_http(&self) -> Option<String> {
+        let (leader, _) = self.meta.leader()?;
+        if leader == self.id {
+            return None;
+        }
+        self.masters
+            .iter()
+            .find(|m| m.id == leader)
+            .map(|m| m.http.clone())
+    }
+
     fn metrics(&self) -> BoxFuture<'static, Result<String, ApiError>> {
         let this = self.clone();
         Box::pin(async move {

@@ -42,6 +42,11 @@ pub trait ClusterApi: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<JobView, ApiError>>;
     /// Cancels a job that has not ended yet.
     fn cancel(&self, id: JobId) -> BoxFuture<'static, Result<(), ApiError>>;
+    /// The leader's HTTP address when this master is not the leader and knows which master is:
+    /// JSON API calls are then forwarded there. `None` (the default) serves them here.
+    fn leader_http(&self) -> Option<String> {
+        None
+    }
     /// Prometheus text exposition format, built by the master.
     fn metrics(&self) -> BoxFuture<'static, Result<String, ApiError>>;
     /// How many jobs there are of each kind in each state (for the UI's filter tabs and the

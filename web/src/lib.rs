@@ -12,6 +12,7 @@
 //!   `/api/cluster`, `/api/jobs...` and `/metrics`.
 //! - [`auth`]: the cluster secret that every mutating call must present (a bearer token, or
 //!   the UI's login cookie on the UI's own forms).
+//! - [`forward`]: a follower proxies JSON API calls to the Raft leader.
 //! - [`error`]: the error type and its mapping to a status and a JSON `{"error"}` body.
 //! - [`ui`]: the server-rendered HTML pages and the fragments they refresh from.
 //!
@@ -22,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod jobs;
 pub mod json;
@@ -63,12 +65,16 @@ pub fn serve(
     workers: usize,
 ) -> std::io::Result<Server> {
     let addr = listener.local_addr()?;
-    let server = HttpServer::new(move || App::new().configure(configure(api.clone())))
-        .workers(workers.max(1))
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-        .listen(listener)?
-        .run();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(forward::to_leader))
+            .configure(configure(api.clone()))
+    })
+    .workers(workers.max(1))
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+    .listen(listener)?
+    .run();
     tracing::info!(%addr, "http server listening");
     Ok(server)
 }

@@ -469,6 +469,16 @@ impl Cluster {
         None
     }
 
+    /// Sends HTTP requests to master `id` from now on.
+    pub fn use_master(&self, id: u64) {
+        let (_, _, http) = self
+            .masters
+            .iter()
+            .find(|m| m.0 == id)
+            .expect("a configured master");
+        self.target.set(*http);
+    }
+
     /// SIGKILLs master `id` and reaps it.
     pub fn kill_master(&mut self, id: u64) {
         let node = self.node(&format!("master-{id}"));
