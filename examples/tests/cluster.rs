@@ -1090,3 +1090,58 @@ fn a_follower_forwards_api_calls_to_the_leader() {
     cluster.use_master(leader);
     assert_eq!(cluster.job(&id)["state"], "succeeded");
 }
+
+/// The `mrcluster_jobs` sample for succeeded task jobs in a metrics text.
+fn succeeded_tasks(metrics: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("mrcluster_jobs{kind=\"task\",state=\"succeeded\"}"))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_killed_follower_catches_up_after_a_restart() {
+    let mut cluster = Cluster::start(ClusterOpts::new(1, 2).with_masters(3));
+    let leader = cluster.find_leader().expect("a leader");
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.kill_master(follower);
+    // Nothing visible happens: the other two are a majority.
+    let ids: Vec<String> = (0..10)
+        .map(|i| cluster.submit_ok(&json!({"kind": "task", "job": "echo", "payload": i})))
+        .collect();
+    for id in &ids {
+        cluster.wait_success(id, JOB_TIMEOUT);
+    }
+    assert_eq!(
+        cluster.local_metrics(follower),
+        None,
+        "the follower is down"
+    );
+    cluster.restart_master(follower);
+    cluster.await_condition("the restarted follower to catch up", JOB_TIMEOUT, || {
+        cluster
+            .local_metrics(follower)
+            .is_some_and(|m| succeeded_tasks(&m) == Some(10))
+    });
+}
+
+#[test]
+fn three_masters_stopped_and_restarted_keep_every_job() {
+    let mut cluster = Cluster::start(ClusterOpts::new(1, 1).with_masters(3));
+    let id = cluster.submit_ok(&json!({"kind": "task", "job": "echo", "payload": "kept"}));
+    cluster.wait_success(&id, JOB_TIMEOUT);
+    cluster.stop_master();
+    cluster.start_master();
+    let job = cluster.job(&id);
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"], "kept");
+    // The worker finds the new leader by itself and the cluster runs jobs again.
+    cluster.await_condition("the worker to re-register", JOB_TIMEOUT, || {
+        cluster.worker_alive("w1")
+    });
+    let id = cluster.submit_ok(&json!({"kind": "task", "job": "echo", "payload": "again"}));
+    assert_eq!(cluster.wait_success(&id, JOB_TIMEOUT)["result"], "again");
+}

@@ -409,6 +409,33 @@ pub fn job_view(record: &JobRecord) -> JobView {
     }
 }
 
+impl MasterApi {
+    /// Reads of job state come from the leader (followers forward them), and a leader answers
+    /// them only once it has applied everything committed before its term: right after an
+    /// election (or a restart of every master) its state may still lag, and a client must never
+    /// see a job go back. Waits for that, at most [`READY_WAIT`]; a follower answers at once.
+    async fn await_ready(&self) -> Result<(), ApiError> {
+        let mut leadership = self.meta.subscribe_leadership();
+        let ready = tokio::time::timeout(READY_WAIT, async {
+            loop {
+                let now = leadership.borrow_and_update().clone();
+                if now.ready || !now.is_leader {
+                    return;
+                }
+                if leadership.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        ready
+            .await
+            .map_err(|_| ApiError::Unavailable("the leader is still catching up; try again".into()))
+    }
+}
+
+/// The longest a new leader holds a read while it catches up.
+const READY_WAIT: Duration = Duration::from_secs(5);
+
 impl ClusterApi for MasterApi {
     fn secret(&self) -> &str {
         &self.secret
@@ -519,6 +546,7 @@ impl ClusterApi for MasterApi {
     fn list_jobs(&self, query: JobQuery) -> BoxFuture<'static, Result<JobPage, ApiError>> {
         let this = self.clone();
         Box::pin(async move {
+            this.await_ready().await?;
             let applied = this.meta.metrics().last_applied.map(|l| l.index);
             let shared = this.meta.state();
             let state = read_state(&shared);
@@ -532,6 +560,7 @@ impl ClusterApi for MasterApi {
     fn job_counts(&self) -> BoxFuture<'static, Result<JobCounts, ApiError>> {
         let this = self.clone();
         Box::pin(async move {
+            this.await_ready().await?;
             let applied = this.meta.metrics().last_applied.map(|l| l.index);
             let shared = this.meta.state();
             let state = read_state(&shared);
@@ -546,6 +575,7 @@ impl ClusterApi for MasterApi {
     ) -> BoxFuture<'static, Result<JobView, ApiError>> {
         let this = self.clone();
         Box::pin(async move {
+            this.await_ready().await?;
             if let Some(wait) = wait {
                 if let Some(ended) = this
                     .scheduler

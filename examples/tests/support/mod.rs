@@ -537,15 +537,35 @@ impl Cluster {
         status
     }
 
-    /// Stops the master with SIGTERM and waits for it to exit.
+    /// Stops every master with SIGTERM and waits for each to exit.
     pub fn stop_master(&mut self) {
-        self.stop_node("master-1");
+        for (id, _, _) in self.masters.clone() {
+            self.stop_node(&format!("master-{id}"));
+        }
     }
 
-    /// Starts the master again (same config, same data dir) and waits until it is leader.
+    /// Starts every master again (same config, same data dirs) and waits until one leads.
     pub fn start_master(&mut self) {
-        self.spawn("master-1");
+        for (id, _, _) in self.masters.clone() {
+            self.spawn(&format!("master-{id}"));
+        }
         self.await_leader();
+    }
+
+    /// Starts master `id` again (same config and data dir), without waiting.
+    pub fn restart_master(&mut self, id: u64) {
+        self.spawn(&format!("master-{id}"));
+    }
+
+    /// Master `id`'s own metrics (`/metrics` is answered locally, never forwarded).
+    pub fn local_metrics(&self, id: u64) -> Option<String> {
+        let (_, _, http) = self.masters.iter().find(|m| m.0 == id)?;
+        let response = self
+            .agent
+            .get(&format!("http://{http}/metrics"))
+            .call()
+            .ok()?;
+        response.into_string().ok()
     }
 
     // ----- HTTP -----
