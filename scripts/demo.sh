@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the cluster, starts the default local cluster from cluster.toml (one master, two
+# Builds the cluster, starts the default local cluster from cluster.toml (three masters, two
 # workers), runs a sample word count end to end, shows the result, and keeps the cluster
 # running for the web UI until Ctrl-C.
 set -euo pipefail
