@@ -11,7 +11,7 @@ target/release/master up --config cluster.toml &
 UP=$!
 trap 'kill -INT $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT INT TERM
 
-HTTP=$(sed -n 's/^http *= *"\(.*\)".*/\1/p' cluster.toml | head -1)
+HTTP=$(sed -n 's/^http *= *"\([^"]*\)".*/\1/p' cluster.toml | head -1)
 for _ in $(seq 1 300); do
   if curl -sf "http://$HTTP/api/cluster" | grep -q '"alive":true.*"alive":true'; then break; fi
   sleep 0.1
