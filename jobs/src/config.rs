@@ -285,4 +285,13 @@ rpc = "127.0.0.1:7102"
             assert!(err.contains(needle), "{from} -> {to}: {err}");
         }
     }
+
+    #[test]
+    fn the_shipped_cluster_toml_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster.toml");
+        let config = ClusterConfig::load(&path).unwrap();
+        assert_eq!(config.masters.len(), 3);
+        assert_eq!(config.workers.len(), 2);
+        assert!(config.workers.iter().any(|w| w.bin.is_some()), "a worker runs the example binary");
+    }
 }
