@@ -292,6 +292,9 @@ rpc = "127.0.0.1:7102"
         let config = ClusterConfig::load(&path).unwrap();
         assert_eq!(config.masters.len(), 3);
         assert_eq!(config.workers.len(), 2);
-        assert!(config.workers.iter().any(|w| w.bin.is_some()), "a worker runs the example binary");
+        assert!(
+            config.workers.iter().any(|w| w.bin.is_some()),
+            "a worker runs the example binary"
+        );
     }
 }
