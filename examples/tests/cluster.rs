@@ -1145,3 +1145,34 @@ fn three_masters_stopped_and_restarted_keep_every_job() {
     let id = cluster.submit_ok(&json!({"kind": "task", "job": "echo", "payload": "again"}));
     assert_eq!(cluster.wait_success(&id, JOB_TIMEOUT)["result"], "again");
 }
+
+#[test]
+fn ids_never_repeat_or_decrease_across_leader_changes() {
+    let mut cluster = Cluster::start(ClusterOpts::new(1, 4).with_masters(3));
+    let mut ids: Vec<u64> = Vec::new();
+    let spec = json!({"kind": "task", "job": "echo", "payload": 1});
+    for _ in 0..5 {
+        let leader = cluster.find_leader().expect("a leader");
+        for _ in 0..20 {
+            ids.push(cluster.submit_ok(&spec).parse().unwrap());
+        }
+        cluster.kill_master(leader);
+        cluster.await_condition("a new leader", Duration::from_secs(15), || {
+            cluster.find_leader().is_some_and(|new| new != leader)
+        });
+        // Bring the old leader back so that the next kill still leaves a majority.
+        cluster.restart_master(leader);
+        cluster.await_condition("the worker on the new leader", JOB_TIMEOUT, || {
+            cluster.worker_alive("w1")
+        });
+    }
+    ids.push(cluster.submit_ok(&spec).parse().unwrap());
+    for pair in ids.windows(2) {
+        assert!(
+            pair[0] < pair[1],
+            "ids went backwards or repeated: {} then {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
