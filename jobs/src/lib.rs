@@ -41,3 +41,20 @@ pub use task::{Task, TaskContext};
 pub use inventory as __inventory;
 #[doc(hidden)]
 pub use serde_json as __serde_json;
+
+/// Resolves on SIGINT or SIGTERM: the shutdown signal of every binary (`master`, `worker`, and
+/// worker binaries built with job crates).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -804,7 +804,6 @@ mod tests {
 
     use super::*;
     use crate::meta::command::TaskDone;
-    use crate::meta::state::TaskRecord;
 
     fn record(id: u64, kind: &str, state: JobState, done: bool) -> JobRecord {
         let spec = if kind == "task" {
@@ -812,33 +811,23 @@ mod tests {
         } else {
             r#"{"kind": "mapreduce", "job": "wordcount", "input": ["a"], "output": "o", "reducers": 1}"#
         };
-        JobRecord {
-            id: JobId(id),
-            spec: JobSpec::from_json(spec).unwrap(),
-            state,
-            submitted_ms: 1_000 + id,
-            started_ms: None,
-            finished_ms: None,
-            error: None,
-            result: None,
-            output: vec![],
-            parent: None,
-            tasks: vec![TaskRecord {
-                plan: TaskPlan::Run {
-                    id: TaskId(id * 10),
-                },
-                done: done.then(|| TaskDone {
-                    attempt: 1,
-                    worker_id: WorkerId(1),
-                    output: TaskOutput::Run {
-                        result: jobs::spec::Json(serde_json::Value::Null),
-                    },
-                    counters: Counters::default(),
-                    started_ms: 0,
-                    finished_ms: 2_000,
-                }),
-            }],
-        }
+        let spec = JobSpec::from_json(spec).unwrap();
+        let tasks = [TaskPlan::Run {
+            id: TaskId(id * 10),
+        }];
+        let mut record = JobRecord::submitted(JobId(id), &spec, 1_000 + id, &tasks, None);
+        record.state = state;
+        record.tasks[0].done = done.then(|| TaskDone {
+            attempt: 1,
+            worker_id: WorkerId(1),
+            output: TaskOutput::Run {
+                result: jobs::spec::Json(serde_json::Value::Null),
+            },
+            counters: Counters::default(),
+            started_ms: 0,
+            finished_ms: 2_000,
+        });
+        record
     }
 
     fn state_with(n: u64) -> MetaState {

@@ -42,7 +42,10 @@ impl MasterConfig {
             addr.parse::<SocketAddr>()
                 .map_err(|_| invalid(format!("bad address `{addr}`")))
         };
-        let base_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let base_dir = std::env::current_dir().map_err(|source| ConfigError::Read {
+            path: PathBuf::from("."),
+            source,
+        })?;
         Ok(MasterConfig {
             id,
             rpc_addr: parse(&entry.rpc)?,

@@ -107,8 +107,6 @@ pub struct JobRun {
     pub tasks: Vec<TaskRun>,
     /// Whether a task has been launched (the job is `running`).
     pub started: bool,
-    /// Whether the job has ended (kept only for the UI's attempt history).
-    pub finished: bool,
     index: HashMap<TaskId, usize>,
 }
 
@@ -135,7 +133,6 @@ impl JobRun {
             spec: record.spec.clone(),
             tasks,
             started: record.started_ms.is_some(),
-            finished: record.state.is_final(),
             index,
         }
     }
@@ -218,21 +215,15 @@ impl JobRun {
                 maps: self.map_locations(*partition, &addr),
                 params: mr.params.clone(),
             },
-            (_, KindSpec::Task(t)) => TaskWork::Run {
-                payload: t.payload.clone(),
+            // A task job's single run. The planner makes no other combination; were one made, it
+            // would reach the worker as a run of a job it does not serve as a task, and fail
+            // there with that message rather than do something made up here.
+            (_, kind) => TaskWork::Run {
+                payload: match kind {
+                    KindSpec::Task(t) => t.payload.clone(),
+                    KindSpec::MapReduce(_) => jobs::spec::Json::default(),
+                },
             },
-            (TaskPlan::Run { .. }, KindSpec::MapReduce(mr)) => {
-                // Not produced by the planner; a map over nothing is the closest harmless reading.
-                TaskWork::Map {
-                    split: jobs::rpc::InputSplit {
-                        path: String::new(),
-                        start: 0,
-                        end: 0,
-                    },
-                    reducers: mr.reducers,
-                    params: mr.params.clone(),
-                }
-            }
         };
         TaskAssignment {
             attempt,
@@ -508,7 +499,6 @@ impl JobRun {
 #[cfg(test)]
 mod tests {
     use jobs::rpc::{Counters, InputSplit};
-    use jobs::JobState;
 
     use super::*;
 
@@ -534,22 +524,7 @@ mod tests {
                 partition: p,
             });
         }
-        let record = JobRecord {
-            id: JobId(1),
-            spec,
-            state: JobState::Queued,
-            submitted_ms: 0,
-            started_ms: None,
-            finished_ms: None,
-            error: None,
-            result: None,
-            output: vec![],
-            parent: None,
-            tasks: tasks
-                .into_iter()
-                .map(|plan| crate::meta::state::TaskRecord { plan, done: None })
-                .collect(),
-        };
+        let record = JobRecord::submitted(JobId(1), &spec, 0, &tasks, None);
         JobRun::from_record(&record)
     }
 

@@ -119,6 +119,13 @@ impl Scheduler {
         self.rebuild();
         self.reserve_ids();
         self.queue_dispatch(ctx);
+        // Once, after workers have had time to register again with this leader.
+        let since = self.leading;
+        ctx.run_later(TAKEOVER_GRACE, move |act, _| {
+            if act.leading == since {
+                act.lose_outputs_of_absent_workers();
+            }
+        });
     }
 
     /// This master is no longer the leader: forget everything that is not committed. Waiting
@@ -551,9 +558,6 @@ impl Scheduler {
                 }
                 info!(%job_id, state = state.as_str(), "job finished");
                 act.active.remove(&job_id);
-                if let Some(job) = act.jobs.get_mut(&job_id) {
-                    job.finished = true;
-                }
                 act.finished.push_back(job_id);
                 while act.finished.len() > FINISHED_HISTORY {
                     if let Some(old) = act.finished.pop_front() {
@@ -655,12 +659,11 @@ impl Scheduler {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        let Some(since) = self.leading else { return };
+        if self.leading.is_none() {
+            return;
+        }
         if self.ids.last_ms() + ID_RENEWAL_MARGIN_MS > self.ids_reserved_until {
             self.renew_ids();
-        }
-        if since.elapsed() > TAKEOVER_GRACE {
-            self.lose_outputs_of_absent_workers();
         }
         let now = Instant::now();
         let now_wall = now_ms();

@@ -70,15 +70,9 @@ pub async fn run(
         &config.data_dir.join("meta"),
     )
     .await?;
+    // Ids start above earlier leaders' reservations once this master takes over (the
+    // scheduler reserves them then, from a state that is complete only at that point).
     let ids = Arc::new(IdGenerator::new(config.id));
-    {
-        let state = meta.state();
-        let reserved = state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .ids_reserved_until_ms;
-        ids.advance_to(reserved);
-    }
     let launcher = Arc::new(WorkerClients::new(secret.clone()));
     let scheduler = Scheduler::new(meta.clone(), ids, launcher, config.base_dir.clone()).start();
     let registry = WorkerRegistry::new(meta.clone(), scheduler.clone()).start();

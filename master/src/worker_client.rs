@@ -81,8 +81,12 @@ impl TaskLauncher for WorkerClients {
     fn cancel(&self, addr: String, attempt: AttemptId) -> BoxFuture<'static, ()> {
         let this = self.clone();
         Box::pin(async move {
-            let Ok(client) = this.client(&addr).await else {
-                return;
+            let client = match this.client(&addr).await {
+                Ok(client) => client,
+                Err(error) => {
+                    debug!(%addr, %error, "worker unreachable; not told");
+                    return;
+                }
             };
             if let Err(error) = client.cancel_task(deadline(), attempt).await {
                 debug!(%addr, %attempt, %error, "cancel did not reach the worker");
@@ -94,8 +98,12 @@ impl TaskLauncher for WorkerClients {
     fn release_job(&self, addr: String, job: JobId) -> BoxFuture<'static, ()> {
         let this = self.clone();
         Box::pin(async move {
-            let Ok(client) = this.client(&addr).await else {
-                return;
+            let client = match this.client(&addr).await {
+                Ok(client) => client,
+                Err(error) => {
+                    debug!(%addr, %error, "worker unreachable; not told");
+                    return;
+                }
             };
             if let Err(error) = client.release_job(deadline(), job).await {
                 debug!(%addr, %job, %error, "release did not reach the worker");

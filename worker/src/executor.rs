@@ -426,7 +426,18 @@ impl Executor {
         let mut file = tokio::fs::File::create(path)
             .await
             .map_err(|e| e.to_string())?;
-        let local = map.worker_addr == self.inner.config.own_addr;
+        // Map output on this worker is read from the local store, without the network.
+        let client = if map.worker_addr == self.inner.config.own_addr {
+            None
+        } else {
+            Some(
+                self.inner
+                    .peers
+                    .get(&map.worker_addr)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        };
         let mut offset = 0;
         while offset < map.len {
             let request = FetchPartitionRequest {
@@ -435,27 +446,24 @@ impl Executor {
                 offset,
                 max_len: FETCH_CHUNK,
             };
-            let data = if local {
-                self.inner
-                    .store
-                    .read_chunk(source, partition, offset, FETCH_CHUNK)
-                    .map_err(|e| e.to_string())?
-                    .0
-            } else {
-                let client = self
-                    .inner
-                    .peers
-                    .get(&map.worker_addr)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut ctx = tarpc::context::current();
-                ctx.deadline = std::time::Instant::now() + FETCH_DEADLINE;
-                match client.fetch_partition(ctx, request).await {
-                    Ok(Ok(response)) => response.data,
-                    Ok(Err(remote)) => return Err(remote.to_string()),
-                    Err(rpc) => {
-                        self.inner.peers.forget(&map.worker_addr);
-                        return Err(rpc.to_string());
+            let data = match &client {
+                None => {
+                    self.inner
+                        .store
+                        .read_chunk(source, partition, offset, FETCH_CHUNK)
+                        .map_err(|e| e.to_string())?
+                        .0
+                }
+                Some(client) => {
+                    let mut ctx = tarpc::context::current();
+                    ctx.deadline = std::time::Instant::now() + FETCH_DEADLINE;
+                    match client.fetch_partition(ctx, request).await {
+                        Ok(Ok(response)) => response.data,
+                        Ok(Err(remote)) => return Err(remote.to_string()),
+                        Err(rpc) => {
+                            self.inner.peers.forget(&map.worker_addr);
+                            return Err(rpc.to_string());
+                        }
                     }
                 }
             };

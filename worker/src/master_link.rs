@@ -243,9 +243,13 @@ impl MasterLink {
         loop {
             let interval = Duration::from_millis(self.inner.heartbeat_ms.load(Ordering::SeqCst));
             tokio::time::sleep(interval).await;
-            if let Err(CallError::Unknown) = self.heartbeat(false).await {
-                warn!("the master does not know this worker; registering again");
-                self.register().await;
+            match self.heartbeat(false).await {
+                Ok(()) => {}
+                Err(CallError::Unknown) => {
+                    warn!("the master does not know this worker; registering again");
+                    self.register().await;
+                }
+                Err(CallError::Retry(reason)) => warn!(%reason, "heartbeat failed; trying again"),
             }
         }
     }

@@ -57,16 +57,19 @@ impl WorkerService for WorkerRpc {
         })?;
         match read {
             Ok((data, total_len)) => Ok(FetchPartitionResponse { data, total_len }),
-            Err(e) => Err(RemoteError::NotFound {
-                what: e.to_string(),
-            }),
+            // Missing output → NotFound (the map runs again); a bad offset → Invalid.
+            Err(e) => Err(RemoteError::from(e)),
         }
     }
 
     async fn release_job(self, _ctx: Context, job_id: JobId) -> Result<(), RemoteError> {
         let executor = self.executor.clone();
-        let _ = tokio::task::spawn_blocking(move || executor.release_job(job_id)).await;
-        Ok(())
+        tokio::task::spawn_blocking(move || executor.release_job(job_id))
+            .await
+            .map(|_| ())
+            .map_err(|e| RemoteError::Unavailable {
+                reason: format!("releasing job {job_id}: {e}"),
+            })
     }
 }
 

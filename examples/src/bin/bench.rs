@@ -282,7 +282,6 @@ fn dispatch(dir: &Path, tasks: usize, clients: usize, samples: usize, slots: u32
         "latency_min_ms": round3(latencies.first().copied().unwrap_or(0.0)),
         "workers": 2,
         "slots_per_worker": slots,
-        "durable": true,
     });
     println!("{result}");
     Ok(())

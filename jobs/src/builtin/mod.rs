@@ -15,7 +15,6 @@ pub mod wordcount;
 /// lowercase are passed as slices of `line`, without allocating; ASCII is scanned byte by byte.
 pub fn for_each_word(line: &str, mut f: impl FnMut(&str)) {
     let bytes = line.as_bytes();
-    let mut lowered = String::new();
     let mut i = 0;
     while i < bytes.len() {
         let (c, len) = char_at(line, i);
@@ -47,9 +46,7 @@ pub fn for_each_word(line: &str, mut f: impl FnMut(&str)) {
             f(word);
         } else {
             // `str::to_lowercase`, not per-char mapping: it treats a final sigma specially.
-            lowered.clear();
-            lowered.push_str(&word.to_lowercase());
-            f(&lowered);
+            f(&word.to_lowercase());
         }
     }
 }

@@ -21,8 +21,9 @@
 //! # Leadership and reads
 //! [`Meta::leadership`] says who leads now; [`Meta::subscribe_leadership`] wakes on every change
 //! of leader or term. A new leader is [`Leadership::ready`] once it applied everything committed
-//! before its term: that is when its actors may be rebuilt from [`Meta::state`]. Reads that must
-//! not go backwards for a client call [`Meta::ensure_linearizable`] first.
+//! before its term: that is when its actors may be rebuilt from [`Meta::state`], and when the API
+//! starts answering job reads (followers forward theirs to the leader), so a client never sees a
+//! job go back. [`Meta::ensure_linearizable`] also confirms leadership with a majority.
 //!
 //! # Timing
 //! Heartbeats every [`HEARTBEAT_INTERVAL_MS`], elections after [`ELECTION_TIMEOUT_MS`]. openraft

@@ -4,7 +4,7 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::auth::Session;
@@ -162,14 +162,6 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .body(body)
-}
-
-/// The request's path and query, to come back to after logging in.
-pub fn here(req: &HttpRequest) -> String {
-    match req.uri().path_and_query() {
-        Some(pq) => pq.as_str().to_string(),
-        None => "/".to_string(),
-    }
 }
 
 #[cfg(test)]

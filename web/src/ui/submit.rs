@@ -142,7 +142,7 @@ pub async fn submit(
     let kind = kind_of(form.kind.as_deref());
     let mut problems = Problems::default();
     if let Some(spec) = build_spec(kind, &form, &mut problems) {
-        match JobSpec::from_json(&spec.to_string()) {
+        match JobSpec::from_value(spec.clone()) {
             Err(error) => problems.add(error.to_string()),
             Ok(spec) => match api.submit(spec).await {
                 Ok(id) => {
