@@ -13,6 +13,8 @@
 //! - `slow-wordcount` (MapReduce): `wordcount` that sleeps `params.line_delay_us` microseconds
 //!   per input line — for watching progress, and for killing workers mid-job in fault demos.
 //! - `reverse` (task): reverses the string payload.
+//! - `locked-counter` (task): adds one to a counter file under a cluster lock, and fences the
+//!   write with the lock's token — how job code uses [`jobs::TaskContext::lock`].
 //!
 //! [`corpus`] generates the Zipf text the benchmarks and cluster tests run on, and
 //! [`local_cluster`] starts real master and worker processes for them.
@@ -157,6 +159,86 @@ impl Task for Reverse {
 
 jobs::register_task!("reverse", Reverse);
 
+/// A counter in a file that refuses writes fenced by a token older than the last one it took:
+/// the resource side of fencing. The file holds `<value> <token>`.
+#[derive(Debug)]
+pub struct FencedCounter {
+    path: std::path::PathBuf,
+}
+
+impl FencedCounter {
+    /// The counter in `path` (a missing file is 0, never written).
+    pub fn new(path: impl Into<std::path::PathBuf>) -> FencedCounter {
+        FencedCounter { path: path.into() }
+    }
+
+    /// The value and the token of the last write.
+    ///
+    /// # Errors
+    /// If the file cannot be read or does not hold two numbers.
+    pub fn read(&self) -> Result<(u64, u64), String> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(format!("reading {}: {e}", self.path.display())),
+        };
+        let mut fields = text.split_whitespace().map(str::parse::<u64>);
+        match (fields.next(), fields.next()) {
+            (Some(Ok(value)), Some(Ok(token))) => Ok((value, token)),
+            _ => Err(format!(
+                "{} does not hold `<value> <token>`",
+                self.path.display()
+            )),
+        }
+    }
+
+    /// Writes `value` under fencing `token` (temp file + rename), unless a write with a newer
+    /// token came first.
+    ///
+    /// # Errors
+    /// If `token` is older than the last write's, or on an I/O error.
+    pub fn write(&self, value: u64, token: u64) -> Result<(), String> {
+        let (_, last) = self.read()?;
+        if token < last {
+            return Err(format!(
+                "refused a write fenced by token {token}: token {last} wrote already"
+            ));
+        }
+        let temp = self.path.with_extension(format!("tmp-{token}"));
+        std::fs::write(&temp, format!("{value} {token}\n"))
+            .and_then(|()| std::fs::rename(&temp, &self.path))
+            .map_err(|e| format!("writing {}: {e}", self.path.display()))
+    }
+}
+
+/// Adds one to the [`FencedCounter`] in `payload.counter` (a path) while holding the cluster
+/// lock `payload.lock` (default: the path), optionally holding it `payload.hold_ms` longer
+/// to widen the window for other writers. Result: `{"value": new value, "token": token}`.
+#[derive(Debug, Default)]
+pub struct LockedCounter;
+
+impl Task for LockedCounter {
+    fn run(&self, ctx: &TaskContext, payload: &Value) -> Result<Value, String> {
+        let path = payload["counter"]
+            .as_str()
+            .ok_or("locked-counter needs `counter`: the counter file's path")?;
+        let name = payload["lock"].as_str().unwrap_or(path);
+        let hold = std::time::Duration::from_millis(payload["hold_ms"].as_u64().unwrap_or(0));
+        let wait = std::time::Duration::from_secs(30);
+        let ttl = std::time::Duration::from_secs(10);
+        let guard = ctx.lock(name, ttl, wait).map_err(|e| e.to_string())?;
+        let counter = FencedCounter::new(path);
+        let (value, _) = counter.read()?;
+        std::thread::sleep(hold);
+        counter.write(value + 1, guard.token())?;
+        let token = guard.token();
+        guard.release().map_err(|e| e.to_string())?;
+        Ok(serde_json::json!({ "value": value + 1, "token": token }))
+    }
+}
+
+jobs::register_task!("locked-counter", LockedCounter);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +254,34 @@ mod tests {
             out.push((k.to_string(), v.to_string()))
         });
         out
+    }
+
+    #[test]
+    fn a_fenced_counter_refuses_older_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = FencedCounter::new(dir.path().join("c"));
+        assert_eq!(counter.read().unwrap(), (0, 0));
+        counter.write(1, 5).unwrap();
+        counter.write(2, 7).unwrap();
+        let refused = counter.write(3, 6).unwrap_err();
+        assert!(refused.contains("token 7 wrote already"), "{refused}");
+        assert_eq!(counter.read().unwrap(), (2, 7));
+    }
+
+    #[test]
+    fn locked_counter_needs_a_lock_service() {
+        let ctx = TaskContext {
+            job_id: jobs::JobId(1),
+            task_id: jobs::TaskId(2),
+            attempt: 1,
+            idempotency_key: "1/2".into(),
+            cancelled: Default::default(),
+            locks: None,
+        };
+        let error = LockedCounter
+            .run(&ctx, &serde_json::json!({"counter": "/nonexistent/c"}))
+            .unwrap_err();
+        assert!(error.contains("no lock service"), "{error}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`state`]: job and task states as the API reports them.
 //! - [`mapreduce`]: the `MapReduce` trait, the input record and the emitter a map or reduce writes to.
 //! - [`task`]: the `Task` trait for single-shot jobs that take a JSON payload.
+//! - [`lock`]: distributed locks with fencing tokens, as task handlers reach them.
 //! - [`registry`]: how a crate makes its jobs known to every worker binary that links it
 //!   ([`register_mapreduce!`], [`register_task!`]).
 //! - [`config`]: `cluster.toml`, read by masters, workers and the launcher alike.
@@ -22,6 +23,7 @@ pub mod builtin;
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod lock;
 pub mod mapreduce;
 pub mod pool;
 pub mod registry;
@@ -41,6 +43,15 @@ pub use task::{Task, TaskContext};
 pub use inventory as __inventory;
 #[doc(hidden)]
 pub use serde_json as __serde_json;
+
+/// The wall clock in milliseconds since the Unix epoch (0 if the clock is before it): the time
+/// of every record the cluster keeps.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Resolves on SIGINT or SIGTERM: the shutdown signal of every binary (`master`, `worker`, and
 /// worker binaries built with job crates).

@@ -329,6 +329,11 @@ pub trait MasterService {
     async fn heartbeat(request: HeartbeatRequest) -> Result<HeartbeatResponse, RemoteError>;
     /// Reports attempts that ended.
     async fn report_task_status(request: ReportTaskStatusRequest) -> Result<(), RemoteError>;
+    /// A lock request from a task handler; the outer error is about reaching the leader, the
+    /// inner one about the lock.
+    async fn lock(
+        request: crate::lock::LockRequest,
+    ) -> Result<Result<u64, crate::lock::LockError>, RemoteError>;
 }
 
 /// A worker's RPC service.

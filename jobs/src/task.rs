@@ -2,13 +2,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::ids::{JobId, TaskId};
+use crate::lock::{LockError, LockGuard, LockService};
 
 /// What a task handler knows about the run it is part of.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TaskContext {
     /// The job this run belongs to.
     pub job_id: JobId,
@@ -21,12 +23,48 @@ pub struct TaskContext {
     pub idempotency_key: String,
     /// Set when the master cancels the task or its deadline passes.
     pub cancelled: Arc<AtomicBool>,
+    /// The cluster's lock service (none when a handler runs outside a worker, as in a unit
+    /// test).
+    pub locks: Option<Arc<dyn LockService>>,
+}
+
+impl std::fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("job_id", &self.job_id)
+            .field("task_id", &self.task_id)
+            .field("attempt", &self.attempt)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("cancelled", &self.is_cancelled())
+            .field("locks", &self.locks.is_some())
+            .finish()
+    }
 }
 
 impl TaskContext {
     /// Whether the handler should stop early.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// The owner name this attempt's locks are held under: `<job>/<task>#<attempt>`, unique
+    /// per attempt, so a retry never inherits an earlier attempt's grant.
+    pub fn lock_owner(&self) -> String {
+        format!("{}/{}#{}", self.job_id, self.task_id, self.attempt)
+    }
+
+    /// Takes cluster lock `name` with a lease of `ttl` (keep it alive with
+    /// [`LockGuard::keepalive`] for longer work), waiting up to `wait` in line (zero: try
+    /// once). Use [`LockGuard::token`] to fence what the lock protects.
+    ///
+    /// # Errors
+    /// [`LockError::Held`] or [`LockError::WaitTimedOut`] if not granted; a transient error
+    /// if the masters cannot answer.
+    pub fn lock(&self, name: &str, ttl: Duration, wait: Duration) -> Result<LockGuard, LockError> {
+        let service = self.locks.clone().ok_or_else(|| {
+            LockError::Unavailable("no lock service: the task runs outside a worker".into())
+        })?;
+        LockGuard::acquire(service, name, &self.lock_owner(), ttl, wait)
     }
 }
 

@@ -13,14 +13,18 @@ use jobs::{JobId, JobSpec, JobState};
 use openraft::ServerState;
 use web::api::{
     ApiError, AttemptView, ClusterApi, ClusterView, Health, JobCount, JobCounts, JobPage, JobQuery,
-    JobView, MasterView, PhaseCounters, Progress, Role, ServedJob, TaskView, WorkerView,
+    JobView, PhaseCounters, Progress, Role, ServedJob, TaskView, WorkerView,
 };
+use web::api::{MemberView, MembersView, NewMaster};
 
 use crate::error::Error;
 use crate::job_run::{AttemptState, TaskRun};
+use crate::locks::Locks;
 use crate::meta::command::TaskPlan;
+use crate::meta::membership::{members_of, Member, MemberAddrs, MembershipError};
 use crate::meta::node::Meta;
 use crate::meta::state::{JobRecord, MetaState};
+use crate::peers;
 use crate::registry::{ListWorkers, WorkerRegistry};
 use crate::scheduler::{CancelJob, JobTasks, Scheduler, SubmitJob, WatchJob, WorkerLoads};
 
@@ -39,6 +43,7 @@ pub struct MasterApi {
     meta: Meta,
     scheduler: Addr<Scheduler>,
     registry: Addr<WorkerRegistry>,
+    locks: Locks,
     masters: Vec<jobs::config::MasterEntry>,
     /// The last [`JobStats`] computed, shared by the HTTP worker threads; not actor state.
     stats: Arc<Mutex<Option<CachedStats>>>,
@@ -185,6 +190,7 @@ impl MasterApi {
         meta: Meta,
         scheduler: Addr<Scheduler>,
         registry: Addr<WorkerRegistry>,
+        locks: Locks,
         masters: Vec<jobs::config::MasterEntry>,
     ) -> MasterApi {
         MasterApi {
@@ -193,6 +199,7 @@ impl MasterApi {
             meta,
             scheduler,
             registry,
+            locks,
             masters,
             stats: Arc::new(Mutex::new(None)),
         }
@@ -435,6 +442,62 @@ impl MasterApi {
 
 /// The longest a new leader holds a read while it catches up.
 const READY_WAIT: Duration = Duration::from_secs(5);
+/// The longest `POST /api/masters` waits for a new master's log to catch up before it makes it
+/// a voter (the caller's HTTP timeout must be longer).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+
+impl MasterApi {
+    /// This master's own view of the group, from its metrics.
+    fn own_health(&self) -> Health {
+        let metrics = self.meta.metrics();
+        let members = members_of(&metrics);
+        Health {
+            id: self.id,
+            role: role(metrics.state),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied: metrics.last_applied.map(|l| l.index),
+            membership: peers::membership_of(self.id, &members),
+        }
+    }
+
+    /// The members, as this master's log says, with their HTTP addresses (from the cluster
+    /// file for members whose membership entry carries none).
+    fn members_view(&self, members: Vec<Member>) -> MembersView {
+        let masters = members
+            .iter()
+            .map(|m| MemberView {
+                id: m.id,
+                rpc: m.addrs.rpc.clone(),
+                http: peers::http_of(m.id, &members, &self.masters),
+                membership: peers::membership_of(m.id, &members),
+            })
+            .collect();
+        MembersView {
+            leader: self.meta.leader().map(|(id, _)| id),
+            masters,
+        }
+    }
+}
+
+fn membership_error(error: MembershipError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        MembershipError::InvalidId
+        | MembershipError::AlreadyVoter { .. }
+        | MembershipError::LearnerElsewhere { .. }
+        | MembershipError::AddressTaken { .. }
+        | MembershipError::LastVoter { .. } => ApiError::BadRequest(message),
+        MembershipError::NotMember { .. } => ApiError::NotFound(message),
+        MembershipError::InProgress => ApiError::Conflict(message),
+        MembershipError::NotLeader { .. }
+        | MembershipError::NotCaughtUp { .. }
+        | MembershipError::Timeout { .. }
+        | MembershipError::Raft { .. }
+        | MembershipError::Refused { .. } => ApiError::Unavailable(message),
+    }
+}
 
 impl ClusterApi for MasterApi {
     fn secret(&self) -> &str {
@@ -442,16 +505,8 @@ impl ClusterApi for MasterApi {
     }
 
     fn health(&self) -> BoxFuture<'static, Health> {
-        let metrics = self.meta.metrics();
-        let id = self.id;
-        Box::pin(async move {
-            Health {
-                id,
-                role: role(metrics.state),
-                leader: metrics.current_leader,
-                term: metrics.current_term,
-            }
-        })
+        let health = self.own_health();
+        Box::pin(async move { health })
     }
 
     fn cluster(&self) -> BoxFuture<'static, Result<ClusterView, ApiError>> {
@@ -459,37 +514,15 @@ impl ClusterApi for MasterApi {
         Box::pin(async move {
             let live = this.registry.send(ListWorkers).await.map_err(mailbox)?;
             let loads = this.scheduler.send(WorkerLoads).await.map_err(mailbox)?;
+            let shares = this
+                .scheduler
+                .send(crate::scheduler::RingShares)
+                .await
+                .map_err(mailbox)?;
             let metrics = this.meta.metrics();
-            let replication = metrics.replication.clone().unwrap_or_default();
-            let masters = this
-                .masters
-                .iter()
-                .map(|m| {
-                    let me = m.id == this.id;
-                    let role = if me {
-                        role(metrics.state)
-                    } else if metrics.current_leader == Some(m.id) {
-                        Role::Leader
-                    } else {
-                        Role::Follower
-                    };
-                    // The leader knows how far each follower has replicated; others know only
-                    // their own log.
-                    let last_log_index = if me {
-                        metrics.last_log_index
-                    } else {
-                        replication.get(&m.id).and_then(|l| l.map(|l| l.index))
-                    };
-                    MasterView {
-                        id: m.id,
-                        rpc: m.rpc.clone(),
-                        http: m.http.clone(),
-                        role,
-                        term: metrics.current_term,
-                        last_log_index,
-                    }
-                })
-                .collect();
+            let own = this.own_health();
+            let members = this.meta.membership();
+            let masters = peers::master_views(this.id, own, &members, &this.masters).await;
             let shared = this.meta.state();
             let state = read_state(&shared);
             let mut workers: Vec<WorkerView> = state
@@ -520,6 +553,7 @@ impl ClusterApi for MasterApi {
                         last_heartbeat_ms: info.map(|i| i.last_heartbeat_ms),
                         jobs: names,
                         served,
+                        ring_share: shares.get(&record.id).copied().unwrap_or(0.0),
                     }
                 })
                 .collect();
@@ -565,6 +599,24 @@ impl ClusterApi for MasterApi {
             let shared = this.meta.state();
             let state = read_state(&shared);
             Ok(this.stats(&state, applied).counts())
+        })
+    }
+
+    fn lock(
+        &self,
+        request: jobs::lock::LockRequest,
+    ) -> BoxFuture<'static, Result<u64, jobs::lock::LockError>> {
+        let locks = self.locks.clone();
+        Box::pin(async move { locks.handle(request).await })
+    }
+
+    fn locks(&self) -> BoxFuture<'static, Result<Vec<web::api::LockView>, ApiError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.await_ready().await?;
+            let shared = this.meta.state();
+            let state = read_state(&shared);
+            Ok(this.locks.list(&state))
         })
     }
 
@@ -624,10 +676,8 @@ impl ClusterApi for MasterApi {
         if leader == self.id {
             return None;
         }
-        self.masters
-            .iter()
-            .find(|m| m.id == leader)
-            .map(|m| m.http.clone())
+        // A leader added at runtime is in the membership, not necessarily in this file.
+        peers::http_of(leader, &self.meta.membership(), &self.masters)
     }
 
     fn metrics(&self) -> BoxFuture<'static, Result<String, ApiError>> {
@@ -652,6 +702,36 @@ impl ClusterApi for MasterApi {
                 last_applied: applied.unwrap_or(0),
                 is_leader: raft.state == ServerState::Leader,
             }))
+        })
+    }
+
+    fn masters(&self) -> BoxFuture<'static, Result<MembersView, ApiError>> {
+        let view = self.members_view(self.meta.membership());
+        Box::pin(async move { Ok(view) })
+    }
+
+    fn add_master(&self, master: NewMaster) -> BoxFuture<'static, Result<MembersView, ApiError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let addrs = MemberAddrs::new(master.rpc, master.http);
+            let members = this
+                .meta
+                .add_master(master.id, addrs, CATCH_UP_WAIT)
+                .await
+                .map_err(membership_error)?;
+            Ok(this.members_view(members))
+        })
+    }
+
+    fn remove_master(&self, id: u64) -> BoxFuture<'static, Result<MembersView, ApiError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let members = this
+                .meta
+                .remove_master(id)
+                .await
+                .map_err(membership_error)?;
+            Ok(this.members_view(members))
         })
     }
 }

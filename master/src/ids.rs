@@ -5,7 +5,7 @@
 //! (borrowing sequence numbers from the future) instead of stalling the master.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The Snowflake epoch: 2024-01-01T00:00:00Z, in ms since the Unix epoch.
 pub const EPOCH_MS: u64 = 1_704_067_200_000;
@@ -22,13 +22,7 @@ const WAIT_STEP: Duration = Duration::from_micros(200);
 /// A source of wall-clock milliseconds since the Unix epoch (replaceable in tests).
 pub type Clock = Box<dyn Fn() -> u64 + Send>;
 
-/// The system clock in ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use jobs::now_ms;
 
 struct State {
     clock: Clock,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 use futures::{Future, StreamExt};
+use jobs::lock::{LockError, LockRequest};
 use jobs::rpc::{
     HeartbeatRequest, HeartbeatResponse, MasterService, RegisterWorkerRequest,
     RegisterWorkerResponse, RemoteError, ReportTaskStatusRequest,
@@ -14,6 +15,7 @@ use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
 use tracing::{instrument, warn};
 
+use crate::locks::Locks;
 use crate::meta::raft_rpc;
 use crate::meta::type_config::Raft;
 use crate::registry::{Heartbeat, Register, WorkerRegistry};
@@ -24,6 +26,7 @@ use crate::scheduler::{ReportStatuses, Scheduler};
 pub struct MasterRpc {
     registry: Addr<WorkerRegistry>,
     scheduler: Addr<Scheduler>,
+    locks: Locks,
 }
 
 fn gone(e: actix::MailboxError) -> RemoteError {
@@ -63,6 +66,20 @@ impl MasterService for MasterRpc {
             .await
             .map_err(gone)?
     }
+
+    async fn lock(
+        self,
+        _ctx: Context,
+        request: LockRequest,
+    ) -> Result<Result<u64, LockError>, RemoteError> {
+        match self.locks.handle(request).await {
+            // The worker follows the hint to the leader and asks again.
+            Err(LockError::NotLeader { .. }) => Err(RemoteError::NotLeader {
+                leader: self.locks.leader_rpc(),
+            }),
+            answer => Ok(answer),
+        }
+    }
 }
 
 /// Serves the master's `rpc` address until `shutdown` resolves: after the handshake, a
@@ -74,11 +91,13 @@ pub async fn run(
     raft: Raft,
     registry: Addr<WorkerRegistry>,
     scheduler: Addr<Scheduler>,
+    locks: Locks,
     shutdown: impl Future<Output = ()>,
 ) {
     let service = MasterRpc {
         registry,
         scheduler,
+        locks,
     };
     let serve_connection = move |mut stream: tokio::net::TcpStream| {
         let (service, raft) = (service.clone(), raft.clone());

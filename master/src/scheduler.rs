@@ -7,8 +7,18 @@
 //! Everything it decides that must survive a crash is committed through [`Meta`] first or in
 //! order (a job is only reported finished once `FinishJob` is committed); everything else
 //! (attempts, slots) is rebuilt from the replicated state after a restart.
+//!
+//! Where tasks go: a keyed `task` job (`"key"` in its spec) runs on the owner of its key on the
+//! [`Placement`] ring, the first worker in the key's ring order that serves the job, so the same
+//! key lands on the same worker while that worker lives; when it is lost, the key's next
+//! candidate takes over (and a worker that joins may take over the keys that fall on its part of
+//! the ring). A keyed task whose owner has no free slot waits for it rather than running
+//! elsewhere: keeping a key in one place is the point of a key. A reduce task prefers the owner
+//! of `<job id>/<partition>`, but only softly (any worker if that one is busy): reducers fetch
+//! from every mapper anyway. Everything else goes to the worker with the most free slots.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::Hash;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +26,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use jobs::registry::{JobKind, JobName};
 use jobs::rpc::{AttemptId, TaskAssignment, TaskOutcome, TaskOutput, TaskStatus};
-use jobs::spec::{Json, KindSpec};
+use jobs::spec::{Json, KindSpec, TaskSpec};
 use jobs::{JobId, JobSpec, JobState, WorkerId};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -24,8 +34,9 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::ids::{now_ms, IdGenerator};
 use crate::job_run::{Failure, JobRun, Success};
-use crate::meta::command::{Command, TaskDone};
+use crate::meta::command::{Command, TaskDone, TaskPlan};
 use crate::meta::node::Meta;
+use crate::placement::Placement;
 use crate::planner;
 pub use crate::task_launcher::{LaunchError, TaskLauncher};
 
@@ -64,6 +75,9 @@ pub struct Scheduler {
     /// Relative spec paths are resolved against this.
     base_dir: PathBuf,
     workers: BTreeMap<WorkerId, LiveWorker>,
+    /// The consistent-hash ring over `workers` (keyed tasks, reduce preferences); rebuilt
+    /// whenever a worker joins or is lost.
+    placement: Placement,
     /// Active jobs, and recently finished ones (for their attempt history).
     jobs: HashMap<JobId, JobRun>,
     /// Active jobs in submission order.
@@ -94,6 +108,7 @@ impl Scheduler {
             launcher,
             base_dir,
             workers: BTreeMap::new(),
+            placement: Placement::default(),
             jobs: HashMap::new(),
             active: BTreeMap::new(),
             finished: VecDeque::new(),
@@ -135,6 +150,7 @@ impl Scheduler {
             info!("scheduler stepping down: no longer the leader");
         }
         self.workers.clear();
+        self.rebuild_placement();
         self.jobs.clear();
         self.active.clear();
         self.finished.clear();
@@ -220,6 +236,62 @@ impl Scheduler {
             .map(|(id, _)| *id)
     }
 
+    /// Whether `worker` can take a task now (a free slot, no launch backoff).
+    fn has_free_slot(&self, worker: WorkerId, now: Instant) -> bool {
+        self.workers
+            .get(&worker)
+            .is_some_and(|w| w.running < w.slots && w.backoff_until.is_none_or(|t| t <= now))
+    }
+
+    /// The owner of `key` among the live workers serving `name`: the first of its ring
+    /// candidates that serves the job.
+    fn ring_owner<K: Hash + ?Sized>(&self, key: &K, name: &JobName) -> Option<WorkerId> {
+        self.placement.candidates(key).find(|id| {
+            self.workers
+                .get(id)
+                .is_some_and(|w| w.serves.contains(name))
+        })
+    }
+
+    /// Where task `index` of `job` runs now, or `None` if it must wait: a keyed task on its
+    /// key's owner only, a reduce on its preferred worker if that one is free, anything else
+    /// (and a reduce whose preferred worker is busy) through [`Scheduler::pick_worker`].
+    fn place(&self, job: &JobRun, index: usize, name: &JobName) -> Option<WorkerId> {
+        let now = Instant::now();
+        if let Some(key) = Self::routing_key(&job.spec) {
+            return self
+                .ring_owner(key, name)
+                .filter(|owner| self.has_free_slot(*owner, now));
+        }
+        if let TaskPlan::Reduce { partition, .. } = &job.tasks[index].plan {
+            let preferred = self
+                .ring_owner(&format!("{}/{partition}", job.id), name)
+                .filter(|w| self.has_free_slot(*w, now));
+            if preferred.is_some() {
+                return preferred;
+            }
+        }
+        self.pick_worker(name, &[])
+    }
+
+    /// The routing key of a keyed `task` job.
+    fn routing_key(spec: &JobSpec) -> Option<&str> {
+        match &spec.kind {
+            KindSpec::Task(TaskSpec { key, .. }) => key.as_deref(),
+            KindSpec::MapReduce(_) => None,
+        }
+    }
+
+    /// Rebuilds the ring from the live workers (after one joined or was lost).
+    fn rebuild_placement(&mut self) {
+        self.placement = Placement::new(self.workers.iter().map(|(id, w)| (*id, w.slots)));
+        debug!(
+            workers = self.placement.workers(),
+            vnodes = self.placement.vnodes(),
+            "placement ring rebuilt"
+        );
+    }
+
     fn job_name(spec: &JobSpec) -> JobName {
         let kind = match spec.kind {
             KindSpec::MapReduce(_) => JobKind::MapReduce,
@@ -262,7 +334,11 @@ impl Scheduler {
             let name = Self::job_name(&job.spec);
             let was_started = job.started;
             for index in runnable {
-                let Some(worker) = self.pick_worker(&name, &[]) else {
+                let placed = self
+                    .jobs
+                    .get(&job_id)
+                    .and_then(|job| self.place(job, index, &name));
+                let Some(worker) = placed else {
                     break;
                 };
                 let Some(job) = self.jobs.get_mut(&job_id) else {
@@ -638,6 +714,7 @@ impl Scheduler {
         let Some(gone) = self.workers.remove(&worker) else {
             return;
         };
+        self.rebuild_placement();
         warn!(%worker, name = %gone.name, "worker lost; its tasks run elsewhere");
         let now_wall = now_ms();
         let mut lost_outputs = Vec::new();
@@ -705,6 +782,9 @@ impl Scheduler {
             let Some(job) = self.jobs.get(&job_id) else {
                 continue;
             };
+            if Self::routing_key(&job.spec).is_some() {
+                continue; // a keyed task runs on its key's owner only, never as a copy elsewhere
+            }
             let name = Self::job_name(&job.spec);
             let exclude: Vec<WorkerId> =
                 job.tasks[index].attempts.iter().map(|a| a.worker).collect();
@@ -964,6 +1044,7 @@ impl Handler<WorkerJoined> for Scheduler {
                 backoff_until: None,
             },
         );
+        self.rebuild_placement();
         self.queue_dispatch(ctx);
     }
 }
@@ -1128,6 +1209,19 @@ impl Handler<WorkerLoads> for Scheduler {
                 .map(|(id, w)| (*id, w.running))
                 .collect(),
         )
+    }
+}
+
+/// Each live worker's share of the placement ring: the fraction of keys it owns, summing to 1
+/// over the live workers (empty on a master that does not lead).
+#[derive(Debug, Message)]
+#[rtype(result = "BTreeMap<WorkerId, f64>")]
+pub struct RingShares;
+
+impl Handler<RingShares> for Scheduler {
+    type Result = MessageResult<RingShares>;
+    fn handle(&mut self, _: RingShares, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.placement.shares().clone())
     }
 }
 

@@ -12,6 +12,8 @@ use crate::api::MasterApi;
 use crate::config::MasterConfig;
 use crate::error::Result;
 use crate::ids::IdGenerator;
+use crate::locks::Locks;
+use crate::meta::membership::MemberAddrs;
 use crate::meta::node::Meta;
 use crate::registry::WorkerRegistry;
 use crate::scheduler::{LeadershipChanged, Scheduler};
@@ -47,19 +49,21 @@ pub async fn run(
         http: http_listener.local_addr()?,
     };
 
-    // Raft peers are reached on their configured `rpc` addresses; this node's own entry uses
-    // the address it actually bound (which differs only when the file says port 0).
+    // The initial members, if this master initialises the group: every master of the file with
+    // both addresses (followers forward to the leader's `http`); this node's own entry uses the
+    // addresses it actually bound (which differ only when the file says port 0). Members added
+    // later come with theirs (see `meta::membership`).
     let members = config
         .cluster
         .masters
         .iter()
         .map(|m| {
-            let addr = if m.id == config.id {
-                bound.rpc.to_string()
+            let addrs = if m.id == config.id {
+                MemberAddrs::new(bound.rpc.to_string(), bound.http.to_string())
             } else {
-                m.rpc.clone()
+                MemberAddrs::new(m.rpc.clone(), m.http.clone())
             };
-            (m.id, openraft::BasicNode::new(addr))
+            (m.id, addrs.node())
         })
         .collect();
     let secret: Arc<str> = Arc::from(config.secret.as_str());
@@ -76,6 +80,7 @@ pub async fn run(
     let launcher = Arc::new(WorkerClients::new(secret.clone()));
     let scheduler = Scheduler::new(meta.clone(), ids, launcher, config.base_dir.clone()).start();
     let registry = WorkerRegistry::new(meta.clone(), scheduler.clone()).start();
+    let locks = Locks::start(meta.clone());
 
     // The scheduler and the registry act only while this master is the ready leader.
     let mut leadership = meta.subscribe_leadership();
@@ -101,6 +106,7 @@ pub async fn run(
         meta.raft().clone(),
         registry.clone(),
         scheduler.clone(),
+        locks.clone(),
         async {
             let _ = rpc_stopped.await;
         },
@@ -112,6 +118,7 @@ pub async fn run(
         meta.clone(),
         scheduler,
         registry,
+        locks,
         config.cluster.masters.clone(),
     );
     let http = web::serve(http_listener, Arc::new(api), HTTP_WORKERS)?;

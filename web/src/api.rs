@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use jobs::lock::{LockError, LockRequest};
 use jobs::rpc::Counters;
 use jobs::{JobId, JobSpec, JobState, TaskId, TaskState, WorkerId};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,41 @@ pub trait ClusterApi: Send + Sync + 'static {
     /// glance). May lag the jobs by up to a second on a cluster with very many jobs, so that
     /// it stays cheap to ask for on every page.
     fn job_counts(&self) -> BoxFuture<'static, Result<JobCounts, ApiError>>;
+    /// Carries out a lock request (`POST /api/locks/{name}/acquire|keepalive|release`) and
+    /// returns the grant's fencing token.
+    fn lock(&self, request: LockRequest) -> BoxFuture<'static, Result<u64, LockError>>;
+    /// Every lock that is held or waited for (`GET /api/locks`), by name.
+    fn locks(&self) -> BoxFuture<'static, Result<Vec<LockView>, ApiError>>;
+    /// The members of the metadata group (voters and learners), as this master's log says
+    /// (`GET /api/masters`; followers forward it, so it is the leader's view).
+    fn masters(&self) -> BoxFuture<'static, Result<MembersView, ApiError>>;
+    /// Adds a master to the metadata group (`POST /api/masters`): as a learner, then, once its
+    /// log has caught up (a bounded wait), as a voter. Returns the members after the change.
+    fn add_master(&self, master: NewMaster) -> BoxFuture<'static, Result<MembersView, ApiError>>;
+    /// Removes a master from the metadata group (`DELETE /api/masters/{id}`). Returns the
+    /// members after the change.
+    fn remove_master(&self, id: u64) -> BoxFuture<'static, Result<MembersView, ApiError>>;
+}
+
+/// A lock, as `GET /api/locks` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockView {
+    /// Its name.
+    pub name: String,
+    /// Who holds it (null while it passes between waiters, which it does in one commit, so
+    /// practically never).
+    pub owner: Option<String>,
+    /// The holder's fencing token.
+    pub token: Option<u64>,
+    /// The holder's lease TTL.
+    pub ttl_ms: Option<u64>,
+    /// When it was granted; `granted_at` in JSON.
+    #[serde(rename = "granted_at", with = "json::opt_time")]
+    pub granted_ms: Option<u64>,
+    /// How long the lease has left by the leader's clock (null until the leader starts it).
+    pub expires_in_ms: Option<u64>,
+    /// The owners waiting for it, first in line first.
+    pub waiters: Vec<String>,
 }
 
 /// Why the master could not do what a request asked; each variant picks the HTTP status.
@@ -98,7 +134,8 @@ impl Role {
     }
 }
 
-/// `GET /api/health`: `{"id": 1, "role": "leader", "leader": 1, "term": 3}`.
+/// `GET /api/health`: `{"id": 1, "role": "leader", "leader": 1, "term": 3, "last_log_index":
+/// 42, "last_applied": 42, "membership": "voter"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// This master's Raft node id.
@@ -109,6 +146,78 @@ pub struct Health {
     pub leader: Option<u64>,
     /// Its current Raft term.
     pub term: u64,
+    /// The index of its last log entry (`null` while its log is empty), to show how far it
+    /// has replicated.
+    #[serde(default)]
+    pub last_log_index: Option<u64>,
+    /// The index of the last entry it applied: everything up to it is committed (openraft 0.9
+    /// reports the applied index, which trails the commit index only while it applies).
+    #[serde(default)]
+    pub last_applied: Option<u64>,
+    /// Its place in the membership, as its own log says (a master that was added but has not
+    /// heard from the leader yet still says `none`).
+    #[serde(default)]
+    pub membership: Membership,
+}
+
+/// A master's place in the metadata group's membership.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Membership {
+    /// Counts in elections and commits.
+    Voter,
+    /// Replicated to, but does not vote (while it catches up after being added).
+    Learner,
+    /// Not a member: a master of the cluster file not added yet, or removed.
+    #[default]
+    #[serde(rename = "none")]
+    NotMember,
+}
+
+impl Membership {
+    /// The name used in JSON (`voter`, `learner`, `none`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Voter => "voter",
+            Membership::Learner => "learner",
+            Membership::NotMember => "none",
+        }
+    }
+}
+
+/// `POST /api/masters`: the master to add, `{"id": 4, "rpc": "127.0.0.1:7004", "http":
+/// "127.0.0.1:8083"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMaster {
+    /// Its Raft node id (at least 1, not a member yet).
+    pub id: u64,
+    /// Its tarpc address (`ip:port`), as in its `[[master]]` entry.
+    pub rpc: String,
+    /// Its HTTP address (`ip:port`), as in its `[[master]]` entry.
+    pub http: String,
+}
+
+/// One member of the metadata group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Its Raft node id.
+    pub id: u64,
+    /// Its tarpc address.
+    pub rpc: String,
+    /// Its HTTP address, if known.
+    pub http: Option<String>,
+    /// Voter or learner.
+    pub membership: Membership,
+}
+
+/// `GET /api/masters`, and the answer to adding or removing one: the members after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersView {
+    /// The leader's id, if one is known.
+    pub leader: Option<u64>,
+    /// Every member, by id.
+    pub masters: Vec<MemberView>,
 }
 
 /// `GET /api/cluster`: every master and worker.
@@ -122,7 +231,9 @@ pub struct ClusterView {
     pub workers: Vec<WorkerView>,
 }
 
-/// One master, as listed by `GET /api/cluster`.
+/// One master, as listed by `GET /api/cluster`: every member of the group and every master of
+/// the serving master's cluster file. Role, term and indices are what the master itself said
+/// in its `GET /api/health` just now; `null` if it did not answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterView {
     /// Its Raft node id.
@@ -131,16 +242,28 @@ pub struct MasterView {
     pub rpc: String,
     /// Its HTTP address, so the UI can link to it.
     pub http: String,
-    /// Its role as last known.
-    pub role: Role,
-    /// Its term as last known.
-    pub term: u64,
+    /// Its role, as it says.
+    pub role: Option<Role>,
+    /// Its current term, as it says.
+    pub term: Option<u64>,
     /// The index of its last log entry, to show replication lag.
     pub last_log_index: Option<u64>,
+    /// The index of the last entry it applied.
+    #[serde(default)]
+    pub last_applied: Option<u64>,
+    /// Voter, learner or not a member, as the serving master's log says.
+    #[serde(default)]
+    pub membership: Membership,
+    /// Whether it answered its health check just now.
+    #[serde(default)]
+    pub reachable: bool,
+    /// Why it did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One worker, as listed by `GET /api/cluster`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerView {
     /// Its id (a decimal string in JSON).
     #[serde(with = "json::id")]
@@ -163,7 +286,15 @@ pub struct WorkerView {
     /// The same jobs with their kinds, so a form can offer only the names of one kind.
     #[serde(default)]
     pub served: Vec<ServedJob>,
+    /// The fraction (0 to 1) of the placement ring it owns: the share of keyed tasks and
+    /// reduce partitions it gets. 0 for a dead worker, and on a master that does not lead.
+    #[serde(default)]
+    pub ring_share: f64,
 }
+
+/// `ring_share` is a fraction computed from ring positions (or 0), never NaN, so equality is an
+/// equivalence and the views stay `Eq` (as [`ClusterView`] needs).
+impl Eq for WorkerView {}
 
 /// A job a worker serves: its kind and its registered name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -408,8 +539,14 @@ mod tests {
                 kind: "mapreduce".into(),
                 name: "wordcount".into(),
             }],
+            ring_share: 0.25,
         };
         let value = serde_json::to_value(&worker).unwrap();
+        assert_eq!(value["ring_share"], json!(0.25));
+        let mut old = value.clone();
+        old.as_object_mut().unwrap().remove("ring_share");
+        let back: WorkerView = serde_json::from_value(old).unwrap();
+        assert_eq!(back.ring_share, 0.0, "absent in older answers: 0");
         assert_eq!(value["id"], json!("3"));
         assert_eq!(
             value["last_heartbeat_at"],

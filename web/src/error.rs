@@ -6,6 +6,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use jobs::lock::LockError;
 use serde::Serialize;
 
 use crate::api::ApiError;
@@ -16,6 +17,9 @@ pub enum Error {
     /// The master refused or could not serve the request.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// A lock request was refused or could not be served.
+    #[error(transparent)]
+    Lock(#[from] jobs::lock::LockError),
     /// A mutating call came without `Authorization: Bearer <secret>`.
     #[error("missing cluster secret: send `Authorization: Bearer <secret>`")]
     MissingSecret,
@@ -94,6 +98,15 @@ impl ResponseError for Error {
             Error::Api(ApiError::NotFound(_)) => StatusCode::NOT_FOUND,
             Error::Api(ApiError::Conflict(_)) => StatusCode::CONFLICT,
             Error::Api(ApiError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Lock(error) => match error {
+                LockError::Held { .. }
+                | LockError::WaitTimedOut { .. }
+                | LockError::Stale { .. } => StatusCode::CONFLICT,
+                LockError::Invalid(_) => StatusCode::BAD_REQUEST,
+                LockError::NotLeader { .. } | LockError::Unavailable(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
             Error::MissingSecret | Error::WrongSecret => StatusCode::UNAUTHORIZED,
             Error::CrossOrigin => StatusCode::FORBIDDEN,
             Error::InvalidId { .. }

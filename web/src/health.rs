@@ -4,7 +4,8 @@ use actix_web::{web, HttpResponse};
 
 use crate::api::ClusterApi;
 
-/// `GET /api/health` → `{"id": 1, "role": "leader", "leader": 1, "term": 3}`.
+/// `GET /api/health` → `{"id": 1, "role": "leader", "leader": 1, "term": 3, "last_log_index":
+/// 42, "last_applied": 42, "membership": "voter"}`.
 pub async fn get_health(api: web::Data<dyn ClusterApi>) -> HttpResponse {
     HttpResponse::Ok().json(api.health().await)
 }
@@ -23,7 +24,13 @@ mod tests {
         let body: serde_json::Value = test::call_and_read_body_json(&app, req).await;
         assert_eq!(
             body,
-            json!({"id": 1, "role": "leader", "leader": 1, "term": 3})
+            json!({"id": 1, "role": "leader", "leader": 1, "term": 3,
+                   "last_log_index": 17, "last_applied": 16, "membership": "voter"})
         );
+        // The fields CONTRACT.md documents are read by older clients without the new ones.
+        let old: crate::api::Health =
+            serde_json::from_value(json!({"id": 2, "role": "follower", "leader": 1, "term": 3}))
+                .unwrap();
+        assert_eq!(old.membership, crate::api::Membership::NotMember);
     }
 }

@@ -8,11 +8,12 @@
 //! - [`api`]: the [`ClusterApi`] trait and the view types it answers with, whose serde impls are
 //!   the JSON shapes of the API (ids as decimal strings, times as RFC 3339).
 //! - [`json`]: serde helpers for those ids and times.
-//! - [`health`], [`cluster`], [`jobs`], [`metrics`]: the handlers of `/api/health`,
-//!   `/api/cluster`, `/api/jobs...` and `/metrics`.
+//! - [`health`], [`cluster`], [`jobs`], [`locks`], [`metrics`]: the handlers of
+//!   `/api/health`, `/api/cluster`, `/api/jobs...`, `/api/locks...` and `/metrics`.
 //! - [`auth`]: the cluster secret that every mutating call must present (a bearer token, or
 //!   the UI's login cookie on the UI's own forms).
 //! - [`forward`]: a follower proxies JSON API calls to the Raft leader.
+//! - [`masters`]: `/api/masters...`, the masters of the Raft group: list, add, remove.
 //! - [`error`]: the error type and its mapping to a status and a JSON `{"error"}` body.
 //! - [`ui`]: the server-rendered HTML pages and the fragments they refresh from.
 //!
@@ -27,6 +28,8 @@ pub mod forward;
 pub mod health;
 pub mod jobs;
 pub mod json;
+pub mod locks;
+pub mod masters;
 pub mod metrics;
 pub mod ui;
 
@@ -47,6 +50,7 @@ pub use crate::api::{
     ApiError, AttemptView, ClusterApi, ClusterView, Health, JobCount, JobCounts, JobPage, JobQuery,
     JobView, MasterView, PhaseCounters, Progress, Role, ServedJob, TaskView, WorkerView,
 };
+pub use crate::api::{MemberView, MembersView, Membership, NewMaster};
 pub use crate::error::{Error, Result};
 
 /// How long a graceful stop waits for requests in flight (long polls are cut short after this).
@@ -110,6 +114,14 @@ pub fn configure(api: Arc<dyn ClusterApi>) -> impl FnOnce(&mut web::ServiceConfi
             )
             .service(resource("/api/jobs/{id}").get(job_api::get_job))
             .service(resource("/api/jobs/{id}/cancel").post(job_api::cancel_job))
+            .service(resource("/api/locks").get(crate::locks::list))
+            .service(resource("/api/locks/{name}/{op}").post(crate::locks::post))
+            .service(
+                resource("/api/masters")
+                    .get(masters::list_masters)
+                    .post(masters::add_master),
+            )
+            .service(resource("/api/masters/{id}").delete(masters::remove_master))
             .service(resource("/metrics").get(metrics::get_metrics))
             // UI pages and the fragments they refresh from
             .service(resource("/").get(home::index))
@@ -123,6 +135,7 @@ pub fn configure(api: Arc<dyn ClusterApi>) -> impl FnOnce(&mut web::ServiceConfi
                     .post(submit::submit),
             )
             .service(resource("/cluster").get(cluster_ui::cluster_page))
+            .service(resource("/locks").get(crate::ui::locks::locks_page))
             .service(resource("/login").get(login::login_page).post(login::login))
             .service(resource("/logout").post(login::logout))
             .service(resource("/fragments/glance").get(home::glance_fragment))
@@ -130,6 +143,7 @@ pub fn configure(api: Arc<dyn ClusterApi>) -> impl FnOnce(&mut web::ServiceConfi
             .service(resource("/fragments/jobs").get(job_list::jobs_fragment))
             .service(resource("/fragments/jobs/{id}").get(job_ui::job_fragment))
             .service(resource("/fragments/cluster").get(cluster_ui::cluster_fragment))
+            .service(resource("/fragments/locks").get(crate::ui::locks::locks_fragment))
             .service(resource("/assets/app.css").get(layout::stylesheet))
             .service(resource("/assets/app.js").get(layout::script))
             .default_service(web::to(no_route));

@@ -12,9 +12,13 @@ use jobs::rpc::Counters;
 use jobs::{JobId, JobSpec, JobState, TaskId, TaskState, WorkerId};
 use serde_json::json;
 
+use crate::api::{MemberView, MembersView, Membership, NewMaster};
+
+use jobs::lock::{LockError, LockOp, LockRequest};
+
 use crate::api::{
     ApiError, AttemptView, ClusterApi, ClusterView, Health, JobCount, JobCounts, JobPage, JobQuery,
-    JobView, MasterView, PhaseCounters, Progress, Role, ServedJob, TaskView, WorkerView,
+    JobView, LockView, MasterView, PhaseCounters, Progress, Role, ServedJob, TaskView, WorkerView,
 };
 
 /// The secret the fake cluster expects.
@@ -37,6 +41,18 @@ pub struct FakeState {
     pub failure: Option<ApiError>,
     /// If set, `submit` refuses every spec with this message (as the master's checks do).
     pub reject: Option<String>,
+    /// The members of the metadata group ([`sample_members`] to begin with).
+    pub members: Vec<MemberView>,
+    /// Masters received by `add_master`.
+    pub added: Vec<NewMaster>,
+    /// Ids received by `remove_master`.
+    pub removed: Vec<u64>,
+    /// Held locks: name → (owner, token), granted like the master does, without queues.
+    pub locks: std::collections::BTreeMap<String, (String, u64)>,
+    /// The last token granted.
+    pub last_token: u64,
+    /// Lock requests received.
+    pub lock_requests: Vec<LockRequest>,
 }
 
 /// An in-memory cluster.
@@ -49,7 +65,9 @@ pub struct FakeCluster {
 impl FakeCluster {
     /// An empty cluster.
     pub fn new() -> FakeCluster {
-        FakeCluster::default()
+        let fake = FakeCluster::default();
+        fake.state().members = sample_members();
+        fake
     }
 
     /// A cluster holding `jobs`.
@@ -76,6 +94,9 @@ impl ClusterApi for FakeCluster {
             role: Role::Leader,
             leader: Some(1),
             term: 3,
+            last_log_index: Some(17),
+            last_applied: Some(16),
+            membership: Membership::Voter,
         })
         .boxed()
     }
@@ -185,12 +206,137 @@ impl ClusterApi for FakeCluster {
         future::ready(Ok(JobCounts { counts })).boxed()
     }
 
+    fn lock(&self, request: LockRequest) -> BoxFuture<'static, Result<u64, LockError>> {
+        let mut state = self.state();
+        state.lock_requests.push(request.clone());
+        let LockRequest { name, owner, op } = request;
+        let held = state.locks.get(&name).cloned();
+        let result = match op {
+            LockOp::Acquire { .. } => match held {
+                Some((holder, token)) if holder == owner => Ok(token),
+                Some((holder, _)) => Err(LockError::Held { name, holder }),
+                None => {
+                    state.last_token += 1;
+                    let token = state.last_token;
+                    state.locks.insert(name, (owner, token));
+                    Ok(token)
+                }
+            },
+            LockOp::Keepalive { token } | LockOp::Release { token } => {
+                if held.as_ref() != Some(&(owner.clone(), token)) {
+                    Err(LockError::Stale {
+                        name,
+                        owner,
+                        token,
+                        holder: held,
+                    })
+                } else {
+                    if matches!(op, LockOp::Release { .. }) {
+                        state.locks.remove(&name);
+                    }
+                    Ok(token)
+                }
+            }
+        };
+        future::ready(result).boxed()
+    }
+
+    fn locks(&self) -> BoxFuture<'static, Result<Vec<LockView>, ApiError>> {
+        let locks = self
+            .state()
+            .locks
+            .iter()
+            .map(|(name, (owner, token))| LockView {
+                name: name.clone(),
+                owner: Some(owner.clone()),
+                token: Some(*token),
+                ttl_ms: Some(10_000),
+                granted_ms: Some(1_700_000_000_000),
+                expires_in_ms: Some(9_000),
+                waiters: Vec::new(),
+            })
+            .collect();
+        future::ready(Ok(locks)).boxed()
+    }
+
     fn metrics(&self) -> BoxFuture<'static, Result<String, ApiError>> {
         future::ready(Ok(
             "# TYPE cluster_jobs_total counter\ncluster_jobs_total 3\n".to_string(),
         ))
         .boxed()
     }
+
+    fn masters(&self) -> BoxFuture<'static, Result<MembersView, ApiError>> {
+        let state = self.state();
+        let result = match state.failure.clone() {
+            Some(error) => Err(error),
+            None => Ok(MembersView {
+                leader: Some(1),
+                masters: state.members.clone(),
+            }),
+        };
+        future::ready(result).boxed()
+    }
+
+    fn add_master(&self, master: NewMaster) -> BoxFuture<'static, Result<MembersView, ApiError>> {
+        let mut state = self.state();
+        if let Some(error) = state.failure.clone() {
+            return future::ready(Err(error)).boxed();
+        }
+        if state.members.iter().any(|m| m.id == master.id) {
+            let error = ApiError::BadRequest(format!("master {} is already a voter", master.id));
+            return future::ready(Err(error)).boxed();
+        }
+        state.members.push(MemberView {
+            id: master.id,
+            rpc: master.rpc.clone(),
+            http: Some(master.http.clone()),
+            membership: Membership::Voter,
+        });
+        state.members.sort_by_key(|m| m.id);
+        state.added.push(master);
+        let view = MembersView {
+            leader: Some(1),
+            masters: state.members.clone(),
+        };
+        future::ready(Ok(view)).boxed()
+    }
+
+    fn remove_master(&self, id: u64) -> BoxFuture<'static, Result<MembersView, ApiError>> {
+        let mut state = self.state();
+        let voters = state
+            .members
+            .iter()
+            .filter(|m| m.membership == Membership::Voter);
+        let result = match state.members.iter().find(|m| m.id == id) {
+            None => Err(ApiError::NotFound(format!("master {id} is not a member"))),
+            Some(m) if m.membership == Membership::Voter && voters.count() == 1 => Err(
+                ApiError::BadRequest(format!("master {id} is the last voter")),
+            ),
+            Some(_) => {
+                state.members.retain(|m| m.id != id);
+                state.removed.push(id);
+                Ok(MembersView {
+                    leader: Some(1),
+                    masters: state.members.clone(),
+                })
+            }
+        };
+        future::ready(result).boxed()
+    }
+}
+
+/// Masters 1 (the leader) and 2, both voters.
+pub fn sample_members() -> Vec<MemberView> {
+    [(1, 7001, 8080), (2, 7002, 8081)]
+        .into_iter()
+        .map(|(id, rpc, http)| MemberView {
+            id,
+            rpc: format!("127.0.0.1:{rpc}"),
+            http: Some(format!("127.0.0.1:{http}")),
+            membership: Membership::Voter,
+        })
+        .collect()
 }
 
 /// The app as `serve` builds it, around `fake`.
@@ -270,14 +416,44 @@ pub fn sample_task() -> TaskView {
 pub fn sample_cluster() -> ClusterView {
     ClusterView {
         leader: Some(1),
-        masters: vec![MasterView {
-            id: 1,
-            rpc: "127.0.0.1:7001".into(),
-            http: "127.0.0.1:8080".into(),
-            role: Role::Leader,
-            term: 3,
-            last_log_index: Some(17),
-        }],
+        masters: vec![
+            MasterView {
+                id: 1,
+                rpc: "127.0.0.1:7001".into(),
+                http: "127.0.0.1:8080".into(),
+                role: Some(Role::Leader),
+                term: Some(3),
+                last_log_index: Some(17),
+                last_applied: Some(17),
+                membership: Membership::Voter,
+                reachable: true,
+                error: None,
+            },
+            MasterView {
+                id: 2,
+                rpc: "127.0.0.1:7002".into(),
+                http: "127.0.0.1:8081".into(),
+                role: None,
+                term: None,
+                last_log_index: None,
+                last_applied: None,
+                membership: Membership::Voter,
+                reachable: false,
+                error: Some("connection refused".into()),
+            },
+            MasterView {
+                id: 4,
+                rpc: "127.0.0.1:7004".into(),
+                http: "127.0.0.1:8083".into(),
+                role: Some(Role::Learner),
+                term: Some(3),
+                last_log_index: Some(12),
+                last_applied: Some(11),
+                membership: Membership::Learner,
+                reachable: true,
+                error: None,
+            },
+        ],
         workers: vec![
             WorkerView {
                 id: WorkerId(11),
@@ -298,6 +474,7 @@ pub fn sample_cluster() -> ClusterView {
                         name: "echo".into(),
                     },
                 ],
+                ring_share: 0.625,
             },
             WorkerView {
                 id: WorkerId(12),
@@ -312,6 +489,7 @@ pub fn sample_cluster() -> ClusterView {
                     kind: "task".into(),
                     name: "sleep".into(),
                 }],
+                ring_share: 0.0,
             },
         ],
     }

@@ -11,7 +11,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use jobs::now_ms;
 
 use futures::StreamExt;
 use jobs::pool::WorkerPool;
@@ -53,19 +55,14 @@ struct Inner {
     peers: WorkerPool,
     reports: mpsc::UnboundedSender<TaskStatus>,
     draining: AtomicBool,
+    /// The lock service handlers get in their context, once the link to the masters exists.
+    locks: std::sync::OnceLock<Arc<dyn jobs::lock::LockService>>,
 }
 
 /// The executor (cheap to clone).
 #[derive(Clone)]
 pub struct Executor {
     inner: Arc<Inner>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The message of a caught panic.
@@ -109,6 +106,7 @@ impl Executor {
                 peers,
                 reports,
                 draining: AtomicBool::new(false),
+                locks: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -116,6 +114,12 @@ impl Executor {
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<AttemptId, Arc<AtomicBool>>> {
         // Entries are inserted and removed whole; a poisoned lock still holds valid flags.
         self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives task handlers the cluster's lock service (set once, when the link to the
+    /// masters exists; later calls are ignored).
+    pub fn set_locks(&self, locks: Arc<dyn jobs::lock::LockService>) {
+        let _ = self.inner.locks.set(locks);
     }
 
     /// Attempts running or awaiting the master's acknowledgement.
@@ -339,6 +343,7 @@ impl Executor {
                     attempt: attempt.attempt,
                     idempotency_key: format!("{}/{}", attempt.job_id, attempt.task_id),
                     cancelled,
+                    locks: self.inner.locks.get().cloned(),
                 };
                 let bytes_in = payload.0.to_string().len() as u64;
                 let result = if handler.is_instant() {

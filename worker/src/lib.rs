@@ -97,6 +97,10 @@ pub async fn run(
         incarnation: rand::random(),
     };
     let link = MasterLink::new(identity, config.masters.clone(), secret, executor.clone());
+    executor.set_locks(Arc::new(master_link::LinkLocks::new(
+        link.clone(),
+        tokio::runtime::Handle::current(),
+    )));
     tokio::pin!(shutdown);
     tokio::select! {
         _ = link.register() => {}

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jobs::lock::{LockError, LockOp, LockRequest, LockService};
 use jobs::registry::JobName;
 use jobs::rpc::{
     HeartbeatRequest, MasterServiceClient, RegisterWorkerRequest, RemoteError,
@@ -26,6 +27,8 @@ const CALL_DEADLINE: Duration = Duration::from_secs(5);
 /// Backoff bounds between retries.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a lock request keeps trying to reach the leader (a failover takes about a second).
+const LOCK_RETRY_FOR: Duration = Duration::from_secs(10);
 /// The most outcomes in one report.
 const MAX_REPORT_BATCH: usize = 4096;
 
@@ -298,6 +301,44 @@ impl MasterLink {
         }
     }
 
+    /// Carries a lock request of a task handler to the leader: follows leader hints and retries
+    /// failures to reach it with backoff, for up to [`LOCK_RETRY_FOR`]. Asking again is safe:
+    /// an owner that acquires a lock it already holds gets the same grant.
+    pub async fn lock(&self, request: LockRequest) -> Result<u64, LockError> {
+        let wait = match request.op {
+            LockOp::Acquire { wait_ms, .. } => Duration::from_millis(wait_ms),
+            _ => Duration::ZERO,
+        };
+        let give_up = Instant::now() + LOCK_RETRY_FOR;
+        let mut backoff = MIN_BACKOFF;
+        let mut hint = None;
+        loop {
+            let request = request.clone();
+            let answer = self
+                .call(hint.take(), |c| async move {
+                    let mut ctx = context();
+                    ctx.deadline += wait;
+                    c.lock(ctx, request).await
+                })
+                .await;
+            let reason = match answer {
+                Ok(answer) => return answer,
+                Err((CallError::Unknown, _)) => "the master does not know this worker".to_string(),
+                Err((CallError::Retry(reason), leader)) => {
+                    hint = leader;
+                    reason
+                }
+            };
+            if Instant::now() >= give_up {
+                return Err(LockError::Unavailable(format!(
+                    "no master took the lock request: {reason}"
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
     async fn report(&self, statuses: Vec<TaskStatus>) {
         let attempts: Vec<_> = statuses.iter().map(|s| s.attempt).collect();
         let mut backoff = MIN_BACKOFF;
@@ -331,5 +372,32 @@ impl MasterLink {
                 }
             }
         }
+    }
+}
+
+/// The lock service task handlers reach through their context: blocking calls carried to the
+/// leader by a [`MasterLink`] on the worker's runtime.
+pub struct LinkLocks {
+    link: MasterLink,
+    runtime: tokio::runtime::Handle,
+}
+
+impl LinkLocks {
+    /// Locks over `link`, whose calls run on `runtime`.
+    pub fn new(link: MasterLink, runtime: tokio::runtime::Handle) -> LinkLocks {
+        LinkLocks { link, runtime }
+    }
+}
+
+impl LockService for LinkLocks {
+    fn call(&self, request: LockRequest) -> Result<u64, LockError> {
+        let link = self.link.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.runtime.spawn(async move {
+            let _ = tx.send(link.lock(request).await);
+        });
+        // Handlers run on blocking threads, where waiting is allowed.
+        rx.blocking_recv()
+            .unwrap_or_else(|_| Err(LockError::Unavailable("the worker is stopping".into())))
     }
 }

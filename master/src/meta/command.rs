@@ -146,6 +146,53 @@ pub enum Command {
         /// The end of the reserved window, ms since the Snowflake epoch.
         until_ms: u64,
     },
+    /// `owner` asks for lock `name`: granted if it is free (or already `owner`'s: the same
+    /// grant again); otherwise queued at the back if `ticket` is set (a waiting acquire), or
+    /// refused.
+    AcquireLock {
+        /// The lock.
+        name: String,
+        /// Who asks.
+        owner: String,
+        /// The lease's time to live; the leader keeps the lease's clock.
+        ttl_ms: u64,
+        /// Set for a waiting acquire: names the waiter, so the leader can wake it.
+        ticket: Option<u64>,
+        /// When (ms since the Unix epoch), for display.
+        at_ms: u64,
+    },
+    /// The holder releases the lock; it passes to the first waiter, if any.
+    ReleaseLock {
+        /// The lock.
+        name: String,
+        /// The holder.
+        owner: String,
+        /// The holder's fencing token: a stale one is refused.
+        token: u64,
+        /// When.
+        at_ms: u64,
+    },
+    /// The grant `token` of lock `name` ran out of lease (the leader saw no keepalive within
+    /// its TTL); the lock passes to the first waiter, if any. Ignored if that grant has ended.
+    ExpireLock {
+        /// The lock.
+        name: String,
+        /// The grant that expired.
+        token: u64,
+        /// When.
+        at_ms: u64,
+    },
+    /// A waiting acquire gave up (its `wait_ms` passed): it leaves the queue, unless it was
+    /// granted meanwhile (then the result is the grant).
+    AbandonLockWait {
+        /// The lock.
+        name: String,
+        /// The waiter.
+        ticket: u64,
+    },
+    /// A new leader drops every queued waiter: their requests were held by an earlier leader,
+    /// whose clients get an error and ask again.
+    DropLockWaiters,
 }
 
 /// What applying a command returned.
@@ -160,4 +207,35 @@ pub enum CommandResult {
     UnknownJob,
     /// A worker's id.
     Worker(WorkerId),
+    /// The lock was granted with this fencing token.
+    LockGranted {
+        /// The token.
+        token: u64,
+    },
+    /// The lock is held by another owner; the acquire waits in the queue.
+    LockQueued,
+    /// The lock is held by another owner (a `try` acquire is refused).
+    LockHeld {
+        /// The holder.
+        owner: String,
+    },
+    /// The grant ended; the lock passed to `next`, if a waiter was queued.
+    LockReleased {
+        /// The waiter that got it.
+        next: Option<LockHandoff>,
+    },
+    /// The owner and token do not name the lock's current grant.
+    LockStale {
+        /// The current holder, if any.
+        holder: Option<(String, u64)>,
+    },
+}
+
+/// A lock passed to a queued waiter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHandoff {
+    /// The waiter's ticket.
+    pub ticket: u64,
+    /// Its fencing token.
+    pub token: u64,
 }

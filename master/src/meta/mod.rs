@@ -13,10 +13,13 @@
 //!   fast refusal of writes on a follower or a cut-off leader.
 //! - [`node`]: [`node::Meta`], the handle the rest of the master uses: start the Raft node,
 //!   propose commands, read the state (linearizably if needed), follow leadership.
+//! - [`membership`]: the members with both of their addresses, and adding or removing a master
+//!   at runtime.
 
 pub mod batcher;
 pub mod command;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod raft_rpc;

@@ -43,6 +43,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::membership::MemberAddrs;
 use super::raft_rpc::{RaftServiceClient, SELECT_RAFT};
 use super::type_config::TypeConfig;
 
@@ -195,12 +196,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Connection {
+        // The node carries the `rpc` and the `http` address; Raft uses the first.
+        let addr = MemberAddrs::of(node).rpc;
         let peer = {
             let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-            let peer = peers.entry(target).or_insert_with(|| new_peer(&node.addr));
-            if peer.addr != node.addr {
+            let peer = peers.entry(target).or_insert_with(|| new_peer(&addr));
+            if peer.addr != addr {
                 // The member moved (a membership change with a new address): forget the old one.
-                *peer = new_peer(&node.addr);
+                *peer = new_peer(&addr);
             }
             Arc::clone(peer)
         };
@@ -301,6 +304,79 @@ impl Connection {
             }
         }
     }
+}
+
+/// Why [`group_voters`] got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Connecting (or the handshake) failed.
+    #[error("cannot connect to {addr}")]
+    Dial {
+        /// Where.
+        addr: String,
+        /// Why.
+        #[source]
+        source: jobs::Error,
+    },
+    /// The call failed or ran out of time.
+    #[error("no answer from {addr}")]
+    Call {
+        /// Where.
+        addr: String,
+        /// Why.
+        #[source]
+        source: RpcError,
+    },
+    /// No answer within the time allowed.
+    #[error("no answer from {addr} within {after:?}")]
+    Timeout {
+        /// Where.
+        addr: String,
+        /// How long we waited.
+        after: Duration,
+    },
+}
+
+/// Asks the master whose Raft service listens at `addr` for the voters of its group
+/// ([`super::raft_rpc::RaftService::group_voters`]) on a connection of its own, within `ttl`.
+///
+/// # Errors
+/// [`ProbeError`] if it cannot be reached or does not answer in time.
+pub async fn group_voters(addr: &str, secret: &str, ttl: Duration) -> Result<Vec<u64>, ProbeError> {
+    let deadline = Instant::now() + ttl;
+    let call = async {
+        let dial_error = |source| ProbeError::Dial {
+            addr: addr.to_string(),
+            source,
+        };
+        let mut stream = jobs::auth::dial(addr, secret, ttl)
+            .await
+            .map_err(dial_error)?;
+        stream
+            .write_all(&[SELECT_RAFT])
+            .await
+            .map_err(|e| dial_error(e.into()))?;
+        let client = RaftServiceClient::new(
+            tarpc::client::Config::default(),
+            jobs::auth::transport(stream),
+        )
+        .spawn();
+        let mut ctx = context::current();
+        ctx.deadline = deadline.into_std();
+        client
+            .group_voters(ctx)
+            .await
+            .map_err(|source| ProbeError::Call {
+                addr: addr.to_string(),
+                source,
+            })
+    };
+    tokio::time::timeout_at(deadline, call)
+        .await
+        .map_err(|_| ProbeError::Timeout {
+            addr: addr.to_string(),
+            after: ttl,
+        })?
 }
 
 /// Whether a dial failed by running out of time (rather than being refused).

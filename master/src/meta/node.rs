@@ -2,12 +2,15 @@
 //! master uses to propose commands, read the applied state, and follow leadership.
 //!
 //! # Start
-//! The log and snapshots live under the node's directory (`log/`, `snapshots/`). The members
-//! (id and `rpc` address of every master) come from the cluster file. The group is initialised
-//! exactly once, on the first start of a fresh cluster: the member with the smallest id, if its
-//! log is pristine, initialises it with all members; every other start (the other members' first
-//! start included) simply rejoins, and a pristine member joins when the leader replicates to
-//! it. (A fresh cluster therefore elects its first leader once the smallest-id master is up.)
+//! The log and snapshots live under the node's directory (`log/`, `snapshots/`). The initial
+//! members (id and addresses of every master) come from the cluster file; after that the
+//! membership lives in the log and changes at runtime ([`super::membership`]). The group is
+//! initialised exactly once, on the first start of a fresh cluster: the member with the
+//! smallest id, if its log is pristine and no other master of the file belongs to a group yet,
+//! initialises it with all members; every other start (the other members' first start, and a
+//! master added later, included) simply rejoins, and a pristine member joins when the leader
+//! replicates to it. (A fresh cluster therefore elects its first leader once the smallest-id
+//! master is up.)
 //!
 //! Raft RPCs reach this node through [`super::raft_rpc::serve_raft_connection`], which the
 //! master's RPC listener must run for connections that select Raft; this node reaches the
@@ -49,6 +52,7 @@ pub use super::batcher::MAX_BATCH_COMMANDS;
 use super::batcher::{check_writable, run_batcher, Proposal};
 use super::command::{Command, CommandResult};
 use super::log_store::LogStore;
+use super::membership::{group_exists, MemberAddrs};
 use super::network::Network;
 use super::state::MetaState;
 use super::state_machine::StateMachineStore;
@@ -165,7 +169,7 @@ pub enum MetaError {
 pub struct Leadership {
     /// The current term: a new election starts a new term.
     pub term: u64,
-    /// The leader's id and address, if one is known (this master's own when it leads).
+    /// The leader's id and `rpc` address, if one is known (this master's own when it leads).
     pub leader: Option<(u64, BasicNode)>,
     /// This master is the leader: it takes writes.
     pub is_leader: bool,
@@ -179,7 +183,10 @@ impl Leadership {
     fn of(metrics: &RaftMetrics<u64, BasicNode>) -> Leadership {
         let leader = metrics.current_leader.map(|id| {
             let membership = metrics.membership_config.membership();
-            (id, membership.get_node(&id).cloned().unwrap_or_default())
+            let rpc = membership
+                .get_node(&id)
+                .map(|node| MemberAddrs::of(node).rpc);
+            (id, BasicNode::new(rpc.unwrap_or_default()))
         });
         let is_leader = metrics.state == ServerState::Leader;
         let applied_own_term = metrics
@@ -238,9 +245,10 @@ pub(crate) fn raft_config() -> Config {
 
 impl Meta {
     /// Opens (or creates) master `node_id`'s log and snapshots under `dir` and starts its Raft
-    /// node in the group of `members` (every master's id and `rpc` address, this one included),
-    /// talking to the others with the cluster `secret`. On the first start of a fresh cluster
-    /// the smallest-id member initialises the group (see the module docs).
+    /// node in the group of `members` (every master of the cluster file, this one included,
+    /// with its addresses: [`MemberAddrs::node`], or a plain `rpc` address), talking to the
+    /// others with the cluster `secret`. On the first start of a fresh cluster the smallest-id
+    /// member initialises the group (see the module docs).
     ///
     /// With a single member (this one) it returns once this node leads and its log is applied
     /// (after 10 s it returns anyway, with a warning). With several it returns at once: the
@@ -278,12 +286,20 @@ impl Meta {
         .map_err(io::Error::other)??;
         let fresh = log_store.is_pristine()? && state_machine.last_applied().is_none();
         let state = state_machine.state();
-        let network = Network::new(node_id, secret);
+        let network = Network::new(node_id, secret.clone());
         let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(|source| MetaError::Raft { source })?;
-        let initialiser = members.keys().next() == Some(&node_id);
-        if fresh && initialiser {
+        let initialiser = fresh && members.keys().next() == Some(&node_id);
+        if initialiser && members.len() > 1 && group_exists(node_id, &members, &secret).await {
+            // A master added later, with a smaller id than the members: it must not found a
+            // group of its own.
+            info!(
+                node_id,
+                "fresh metadata node: another master already belongs to a group; waiting to be \
+                 added (POST /api/masters on the leader)"
+            );
+        } else if initialiser {
             raft.initialize(members.clone())
                 .await
                 .map_err(|source| MetaError::Initialize { source })?;
@@ -436,7 +452,7 @@ impl Meta {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
     }
 
-    /// The leader this master knows of, with its address (its own when it leads).
+    /// The leader this master knows of, with its `rpc` address (its own when it leads).
     pub fn leader(&self) -> Option<(u64, BasicNode)> {
         self.leadership().leader
     }
@@ -466,12 +482,13 @@ impl Meta {
         }
     }
 
-    /// The members of the group (voters and learners) with their addresses.
+    /// The members of the group (voters and learners) with their `rpc` addresses
+    /// ([`Meta::membership`] has both addresses and who votes).
     pub fn members(&self) -> BTreeMap<u64, BasicNode> {
-        let metrics = self.inner.raft.metrics();
-        let metrics = metrics.borrow();
-        let nodes = metrics.membership_config.membership().nodes();
-        nodes.map(|(id, node)| (*id, node.clone())).collect()
+        self.membership()
+            .into_iter()
+            .map(|m| (m.id, BasicNode::new(m.addrs.rpc)))
+            .collect()
     }
 
     /// The node's current Raft metrics: role, term, leader, last log index, applied, snapshot,
@@ -481,7 +498,7 @@ impl Meta {
     }
 
     /// The openraft node, for what this handle does not cover (serving Raft RPCs, triggering a
-    /// snapshot, waiting on metrics, and later membership changes).
+    /// snapshot, waiting on metrics).
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
     }

@@ -62,6 +62,10 @@ pub trait RaftService {
     async fn install_snapshot(
         request: Arc<InstallSnapshotRequest<TypeConfig>>,
     ) -> Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>;
+    /// The voters of the group this node belongs to, by its own log: empty while its log holds
+    /// no membership (a pristine node that no leader has replicated to yet). A pristine master
+    /// asks the others before initialising a group (see `super::membership`).
+    async fn group_voters() -> Vec<u64>;
 }
 
 /// The service: a thin adapter that hands each request to the local Raft node.
@@ -97,6 +101,12 @@ impl RaftService for RaftServer {
         self.raft
             .install_snapshot(Arc::unwrap_or_clone(request))
             .await
+    }
+
+    async fn group_voters(self, _ctx: Context) -> Vec<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.membership_config.membership().voter_ids().collect()
     }
 }
 

@@ -2,14 +2,14 @@
 //! by [`MetaState::apply`]. Every master applies the same commands in the same order and so
 //! holds the same state; the leader's in-memory actors are rebuilt from it after an election.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use jobs::registry::JobName;
 use jobs::spec::Json;
-use jobs::{JobId, JobSpec, JobState, WorkerId};
+use jobs::{JobId, JobSpec, JobState, TaskId, WorkerId};
 use serde::{Deserialize, Serialize};
 
-use super::command::{Command, CommandResult, TaskDone, TaskPlan};
+use super::command::{Command, CommandResult, LockHandoff, TaskDone, TaskPlan};
 
 /// Everything the masters agree on.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -23,6 +23,50 @@ pub struct MetaState {
     /// Snowflake time reserved so far (ms since the Snowflake epoch); ids must be issued above
     /// whatever an earlier leader may have issued.
     pub ids_reserved_until_ms: u64,
+    /// Locks that are held or waited for, by name (a free lock has no record).
+    #[serde(default)]
+    pub locks: BTreeMap<String, LockRecord>,
+    /// The last fencing token granted, over all locks: every grant takes the next one, so
+    /// tokens strictly increase across all grants of a lock, whichever leader made them.
+    #[serde(default)]
+    pub last_lock_token: u64,
+}
+
+/// A held lock and its queue.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// The current grant.
+    pub holder: Option<LockHolder>,
+    /// Waiting acquires, first come first served.
+    pub waiters: VecDeque<LockWaiter>,
+}
+
+/// A lock's current grant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// Who holds it.
+    pub owner: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// Its lease's time to live.
+    pub ttl_ms: u64,
+    /// When it was granted (ms since the Unix epoch).
+    pub granted_ms: u64,
+    /// The ticket it waited with, if it was queued.
+    pub ticket: Option<u64>,
+}
+
+/// A waiting acquire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LockWaiter {
+    /// Who waits.
+    pub owner: String,
+    /// The lease TTL it asked for.
+    pub ttl_ms: u64,
+    /// Names the waiting request on the leader.
+    pub ticket: u64,
+    /// Since when (ms since the Unix epoch).
+    pub since_ms: u64,
 }
 
 /// A job as recorded.
@@ -104,6 +148,16 @@ impl JobRecord {
         }
     }
 
+    /// The task with this id. Plans list tasks in the order their ids were issued, so this is
+    /// a binary search (a linear scan if a plan was ever out of order).
+    pub fn task_mut(&mut self, id: TaskId) -> Option<&mut TaskRecord> {
+        let index = match self.tasks.binary_search_by_key(&id, |t| t.plan.id()) {
+            Ok(index) => Some(index),
+            Err(_) => self.tasks.iter().position(|t| t.plan.id() == id),
+        };
+        index.map(|i| &mut self.tasks[i])
+    }
+
     /// Finished tasks and all tasks.
     pub fn progress(&self) -> (u64, u64) {
         let done = self.tasks.iter().filter(|t| t.done.is_some()).count();
@@ -150,7 +204,7 @@ impl MetaState {
                 if job.state.is_final() {
                     return CommandResult::Ignored;
                 }
-                match job.tasks.iter_mut().find(|t| t.plan.id() == *task_id) {
+                match job.task_mut(*task_id) {
                     Some(task) if task.done.is_none() => {
                         task.done = Some(done.clone());
                         CommandResult::Applied
@@ -166,13 +220,12 @@ impl MetaState {
                     return CommandResult::Ignored;
                 }
                 let mut lost = false;
-                for task in job.tasks.iter_mut() {
-                    if matches!(task.plan, TaskPlan::Map { .. })
-                        && tasks.contains(&task.plan.id())
-                        && task.done.is_some()
-                    {
-                        task.done = None;
-                        lost = true;
+                for id in tasks {
+                    if let Some(task) = job.task_mut(*id) {
+                        if matches!(task.plan, TaskPlan::Map { .. }) && task.done.is_some() {
+                            task.done = None;
+                            lost = true;
+                        }
                     }
                 }
                 if lost {
@@ -227,6 +280,141 @@ impl MetaState {
                 self.ids_reserved_until_ms = self.ids_reserved_until_ms.max(*until_ms);
                 CommandResult::Applied
             }
+            Command::AcquireLock {
+                name,
+                owner,
+                ttl_ms,
+                ticket,
+                at_ms,
+            } => self.acquire_lock(name, owner, *ttl_ms, *ticket, *at_ms),
+            Command::ReleaseLock {
+                name,
+                owner,
+                token,
+                at_ms,
+            } => {
+                let current = self
+                    .locks
+                    .get(name)
+                    .and_then(|l| l.holder.as_ref())
+                    .map(|h| (h.owner.clone(), h.token));
+                match current {
+                    Some((o, t)) if o == *owner && t == *token => self.hand_off(name, *at_ms),
+                    holder => CommandResult::LockStale { holder },
+                }
+            }
+            Command::ExpireLock { name, token, at_ms } => {
+                let held = self.locks.get(name).and_then(|l| l.holder.as_ref());
+                if held.is_some_and(|h| h.token == *token) {
+                    self.hand_off(name, *at_ms)
+                } else {
+                    CommandResult::Ignored
+                }
+            }
+            Command::AbandonLockWait { name, ticket } => {
+                let Some(lock) = self.locks.get_mut(name) else {
+                    return CommandResult::Ignored;
+                };
+                if let Some(i) = lock.waiters.iter().position(|w| w.ticket == *ticket) {
+                    lock.waiters.remove(i);
+                    return CommandResult::Applied;
+                }
+                match &lock.holder {
+                    Some(h) if h.ticket == Some(*ticket) => {
+                        CommandResult::LockGranted { token: h.token }
+                    }
+                    _ => CommandResult::Ignored,
+                }
+            }
+            Command::DropLockWaiters => {
+                self.locks.retain(|_, lock| {
+                    lock.waiters.clear();
+                    lock.holder.is_some()
+                });
+                CommandResult::Applied
+            }
+        }
+    }
+
+    fn acquire_lock(
+        &mut self,
+        name: &str,
+        owner: &str,
+        ttl_ms: u64,
+        ticket: Option<u64>,
+        at_ms: u64,
+    ) -> CommandResult {
+        let next_token = self.last_lock_token + 1;
+        let lock = self.locks.entry(name.to_string()).or_default();
+        match &mut lock.holder {
+            None => {
+                self.last_lock_token = next_token;
+                lock.holder = Some(LockHolder {
+                    owner: owner.to_string(),
+                    token: next_token,
+                    ttl_ms,
+                    granted_ms: at_ms,
+                    ticket,
+                });
+                CommandResult::LockGranted { token: next_token }
+            }
+            // The holder asks again (say its answer was lost in a failover): the same grant,
+            // under the lease it asks for now.
+            Some(holder) if holder.owner == owner => {
+                holder.ttl_ms = ttl_ms;
+                CommandResult::LockGranted {
+                    token: holder.token,
+                }
+            }
+            Some(holder) => match ticket {
+                None => CommandResult::LockHeld {
+                    owner: holder.owner.clone(),
+                },
+                Some(ticket) => {
+                    // A waiter that asks again keeps its place under the new ticket.
+                    match lock.waiters.iter_mut().find(|w| w.owner == owner) {
+                        Some(waiter) => {
+                            waiter.ticket = ticket;
+                            waiter.ttl_ms = ttl_ms;
+                        }
+                        None => lock.waiters.push_back(LockWaiter {
+                            owner: owner.to_string(),
+                            ttl_ms,
+                            ticket,
+                            since_ms: at_ms,
+                        }),
+                    }
+                    CommandResult::LockQueued
+                }
+            },
+        }
+    }
+
+    /// Ends lock `name`'s grant and passes the lock to its first waiter (which takes the next
+    /// token), or drops the record if nobody waits.
+    fn hand_off(&mut self, name: &str, at_ms: u64) -> CommandResult {
+        let Some(lock) = self.locks.get_mut(name) else {
+            return CommandResult::Ignored;
+        };
+        lock.holder = None;
+        let Some(waiter) = lock.waiters.pop_front() else {
+            self.locks.remove(name);
+            return CommandResult::LockReleased { next: None };
+        };
+        self.last_lock_token += 1;
+        let token = self.last_lock_token;
+        lock.holder = Some(LockHolder {
+            owner: waiter.owner,
+            token,
+            ttl_ms: waiter.ttl_ms,
+            granted_ms: at_ms,
+            ticket: Some(waiter.ticket),
+        });
+        CommandResult::LockReleased {
+            next: Some(LockHandoff {
+                ticket: waiter.ticket,
+                token,
+            }),
         }
     }
 
@@ -301,6 +489,109 @@ mod tests {
         );
         assert_eq!(state.jobs[&JobId(10)].state, JobState::Succeeded);
         assert_eq!(state.apply(&finish_task(99, 1)), CommandResult::UnknownJob);
+    }
+
+    fn acquire(name: &str, owner: &str, ticket: Option<u64>) -> Command {
+        Command::AcquireLock {
+            name: name.into(),
+            owner: owner.into(),
+            ttl_ms: 1000,
+            ticket,
+            at_ms: 1,
+        }
+    }
+
+    fn release(name: &str, owner: &str, token: u64) -> Command {
+        Command::ReleaseLock {
+            name: name.into(),
+            owner: owner.into(),
+            token,
+            at_ms: 2,
+        }
+    }
+
+    fn granted(token: u64) -> CommandResult {
+        CommandResult::LockGranted { token }
+    }
+
+    fn handed(ticket: u64, token: u64) -> CommandResult {
+        CommandResult::LockReleased {
+            next: Some(LockHandoff { ticket, token }),
+        }
+    }
+
+    #[test]
+    fn locks_grant_queue_and_hand_off_in_order_with_rising_tokens() {
+        let mut state = MetaState::default();
+        assert_eq!(state.apply(&acquire("l", "a", None)), granted(1));
+        // The holder asking again gets the same grant; a try by another is refused.
+        assert_eq!(state.apply(&acquire("l", "a", None)), granted(1));
+        assert_eq!(
+            state.apply(&acquire("l", "b", None)),
+            CommandResult::LockHeld { owner: "a".into() }
+        );
+        assert_eq!(
+            state.apply(&acquire("l", "b", Some(10))),
+            CommandResult::LockQueued
+        );
+        assert_eq!(
+            state.apply(&acquire("l", "c", Some(11))),
+            CommandResult::LockQueued
+        );
+        // Another lock takes the next token: tokens rise over all grants.
+        assert_eq!(state.apply(&acquire("m", "z", None)), granted(2));
+        // A stale release changes nothing.
+        assert_eq!(
+            state.apply(&release("l", "a", 7)),
+            CommandResult::LockStale {
+                holder: Some(("a".into(), 1))
+            }
+        );
+        assert_eq!(state.apply(&release("l", "a", 1)), handed(10, 3));
+        assert_eq!(state.locks["l"].holder.as_ref().unwrap().owner, "b");
+        // An expiry of an ended grant is ignored; of the current one, hands on.
+        let expire = |token| Command::ExpireLock {
+            name: "l".into(),
+            token,
+            at_ms: 3,
+        };
+        assert_eq!(state.apply(&expire(1)), CommandResult::Ignored);
+        assert_eq!(state.apply(&expire(3)), handed(11, 4));
+        assert_eq!(
+            state.apply(&release("l", "c", 4)),
+            CommandResult::LockReleased { next: None }
+        );
+        assert!(
+            !state.locks.contains_key("l"),
+            "a free lock leaves no record"
+        );
+        assert_eq!(state.apply(&acquire("l", "d", None)), granted(5));
+    }
+
+    #[test]
+    fn abandoned_and_dropped_waiters_leave_the_queue() {
+        let mut state = MetaState::default();
+        assert_eq!(state.apply(&acquire("l", "a", None)), granted(1));
+        state.apply(&acquire("l", "b", Some(1)));
+        state.apply(&acquire("l", "c", Some(2)));
+        let abandon = |ticket| Command::AbandonLockWait {
+            name: "l".into(),
+            ticket,
+        };
+        assert_eq!(state.apply(&abandon(1)), CommandResult::Applied);
+        assert_eq!(state.apply(&release("l", "a", 1)), handed(2, 2));
+        // Abandoning after the grant came: the answer is the grant.
+        assert_eq!(state.apply(&abandon(2)), granted(2));
+        state.apply(&acquire("l", "d", Some(3)));
+        assert_eq!(
+            state.apply(&Command::DropLockWaiters),
+            CommandResult::Applied
+        );
+        assert!(state.locks["l"].waiters.is_empty());
+        assert_eq!(
+            state.apply(&release("l", "c", 2)),
+            CommandResult::LockReleased { next: None }
+        );
     }
 
     #[test]

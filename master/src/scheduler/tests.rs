@@ -122,7 +122,7 @@ impl Harness {
             .unwrap()
             .iter()
             .find(|(_, t)| t.attempt == attempt)
-            .map(|(addr, _)| if addr == "w1:1" { 1 } else { 2 })
+            .map(|(addr, _)| worker_of(addr))
             .expect("reported attempts were launched");
         let worker = if worker == 0 { launched_on } else { worker };
         assert_eq!(
@@ -158,6 +158,15 @@ impl Harness {
         }
         last
     }
+}
+
+/// The worker number of a fake address: `w3:1` → 3.
+fn worker_of(addr: &str) -> u64 {
+    addr.trim_start_matches('w')
+        .split(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a fake worker address: {addr}"))
 }
 
 const ECHO: &str = r#"{"kind":"task","job":"echo","payload":{"a":1},"max_attempts":2}"#;
@@ -363,4 +372,222 @@ async fn a_scheduler_that_is_not_the_leader_refuses_work() {
     }
     let relaunched = h.launched(2).await[1].1.attempt;
     assert_eq!(relaunched.job_id, id);
+}
+
+// ----- placement -----
+
+impl Harness {
+    /// Worker `w<id>` (re)joins with `slots` slots, serving `echo` and `wordcount`.
+    async fn join(&self, id: u64, slots: u32) {
+        self.scheduler
+            .send(WorkerJoined {
+                worker_id: WorkerId(id),
+                name: format!("w{id}"),
+                addr: format!("w{id}:1"),
+                slots,
+                jobs: vec![
+                    JobName {
+                        kind: JobKind::Task,
+                        name: "echo".into(),
+                    },
+                    JobName {
+                        kind: JobKind::MapReduce,
+                        name: "wordcount".into(),
+                    },
+                ],
+                restarted: false,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn lose(&self, id: u64) {
+        self.scheduler
+            .send(WorkerLost {
+                worker_id: WorkerId(id),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Submits a keyed echo task, waits for its launch (the `n`th in total), and returns the
+    /// worker it was launched on and its attempt.
+    async fn keyed(&self, key: &str, n: usize) -> (JobId, u64, AttemptId) {
+        let spec = format!(r#"{{"kind":"task","job":"echo","payload":1,"key":"{key}"}}"#);
+        let id = self.submit(&spec).await.unwrap();
+        let (addr, task) = self.launched(n).await[n - 1].clone();
+        assert_eq!(task.attempt.job_id, id, "the launch is the new job's");
+        (id, worker_of(&addr), task.attempt)
+    }
+
+    /// Reports success of an echo attempt and waits until its job succeeded.
+    async fn finish(&self, id: JobId, worker: u64, attempt: AttemptId) {
+        let output = TaskOutput::Run {
+            result: Json(serde_json::Value::Null),
+        };
+        self.report(worker, attempt, TaskOutcome::Succeeded(output))
+            .await;
+        assert_eq!(self.state(id).await, JobState::Succeeded);
+    }
+}
+
+/// The ring the scheduler should have over these (id, slots) workers.
+fn ring(workers: &[(u64, u32)]) -> Placement {
+    Placement::new(workers.iter().map(|&(id, slots)| (WorkerId(id), slots)))
+}
+
+#[actix::test]
+async fn the_same_key_runs_on_the_same_worker() {
+    let h = harness().await;
+    h.join(3, 1).await;
+    let ring = ring(&[(1, 1), (2, 1), (3, 1)]);
+    let mut launches = 0;
+    let mut owners = HashSet::new();
+    for key in ["k1", "k2", "k3", "k4", "k5", "k6"] {
+        let expected = ring.owner(key).unwrap();
+        owners.insert(expected);
+        for _ in 0..3 {
+            launches += 1;
+            let (id, worker, attempt) = h.keyed(key, launches).await;
+            assert_eq!(WorkerId(worker), expected, "{key} runs on its ring owner");
+            h.finish(id, worker, attempt).await;
+        }
+    }
+    assert!(owners.len() >= 2, "keys spread over workers: {owners:?}");
+}
+
+#[actix::test]
+async fn a_lost_owner_s_keys_go_to_their_next_candidate() {
+    let h = harness().await;
+    h.join(3, 1).await;
+    let ring = ring(&[(1, 1), (2, 1), (3, 1)]);
+    let candidates: Vec<WorkerId> = ring.candidates("k1").collect();
+    let (id, owner, attempt) = h.keyed("k1", 1).await;
+    assert_eq!(WorkerId(owner), candidates[0]);
+    h.finish(id, owner, attempt).await;
+    // The owner dies while running the key's next task: the task re-runs on the next candidate.
+    let (id, _, _) = h.keyed("k1", 2).await;
+    h.lose(owner).await;
+    let (addr, rerun) = h.launched(3).await[2].clone();
+    assert_eq!(rerun.attempt.job_id, id);
+    assert_eq!(
+        WorkerId(worker_of(&addr)),
+        candidates[1],
+        "re-run on the next candidate"
+    );
+    h.finish(id, worker_of(&addr), rerun.attempt).await;
+    // Later submissions stay there.
+    for n in 4..=6 {
+        let (id, worker, attempt) = h.keyed("k1", n).await;
+        assert_eq!(WorkerId(worker), candidates[1]);
+        h.finish(id, worker, attempt).await;
+    }
+}
+
+#[actix::test]
+async fn a_keyed_task_waits_for_its_busy_owner() {
+    let h = harness().await;
+    let (first, owner, attempt) = h.keyed("k1", 1).await;
+    // The owner's only slot is busy: a second task with the key waits, though the other worker
+    // is idle.
+    let second = h
+        .submit(r#"{"kind":"task","job":"echo","payload":2,"key":"k1"}"#)
+        .await
+        .unwrap();
+    // An unkeyed task submitted after it runs at once on the idle worker; by then the keyed
+    // one (older, so considered first) has been passed over.
+    let other = h.submit(ECHO).await.unwrap();
+    let launched = h.launched(2).await;
+    assert_eq!(launched[1].1.attempt.job_id, other, "{launched:?}");
+    assert_ne!(worker_of(&launched[1].0), owner);
+    assert_eq!(
+        h.launcher.launched.lock().unwrap().len(),
+        2,
+        "the keyed task waits"
+    );
+    // The owner's slot frees: the waiting task runs there.
+    h.finish(first, owner, attempt).await;
+    let (addr, task) = h.launched(3).await[2].clone();
+    assert_eq!(task.attempt.job_id, second);
+    assert_eq!(worker_of(&addr), owner);
+}
+
+/// A wordcount job over two small files with `reducers` partitions; runs its maps (reported
+/// done in the order the test gives) and returns its id and the map launches.
+async fn mapreduce(
+    h: &Harness,
+    dir: &std::path::Path,
+    reducers: u32,
+) -> (JobId, Vec<(String, TaskAssignment)>) {
+    std::fs::write(dir.join("a.txt"), "a b\n").unwrap();
+    std::fs::write(dir.join("b.txt"), "c\n").unwrap();
+    let spec = format!(
+        r#"{{"kind":"mapreduce","job":"wordcount","input":["{}/*.txt"],"output":"{}/out","reducers":{reducers}}}"#,
+        dir.display(),
+        dir.display()
+    );
+    let id = h.submit(&spec).await.unwrap();
+    let maps = h.launched(2).await;
+    (id, maps)
+}
+
+fn map_done() -> TaskOutcome {
+    let segments = vec![jobs::rpc::Segment { offset: 0, len: 5 }];
+    TaskOutcome::Succeeded(TaskOutput::Map { segments })
+}
+
+#[actix::test]
+async fn reduces_run_on_their_preferred_worker_when_it_is_free() {
+    let h = harness().await;
+    for id in 1..=3 {
+        h.join(id, 16).await;
+    }
+    let ring = ring(&[(1, 16), (2, 16), (3, 16)]);
+    let dir = tempfile::tempdir().unwrap();
+    let reducers = 12;
+    let (id, maps) = mapreduce(&h, dir.path(), reducers).await;
+    for (addr, task) in &maps {
+        h.report(worker_of(addr), task.attempt, map_done()).await;
+    }
+    let launched = h.launched(2 + reducers as usize).await;
+    let mut preferred = HashSet::new();
+    for (addr, task) in &launched[2..] {
+        let TaskWork::Reduce { partition, .. } = task.work else {
+            panic!("not a reduce: {task:?}")
+        };
+        let expected = ring.owner(&format!("{id}/{partition}")).unwrap();
+        preferred.insert(expected);
+        assert_eq!(WorkerId(worker_of(addr)), expected, "partition {partition}");
+    }
+    assert!(preferred.len() >= 2, "partitions spread: {preferred:?}");
+}
+
+#[actix::test]
+async fn a_reduce_whose_preferred_worker_is_busy_runs_elsewhere() {
+    let h = harness().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (id, maps) = mapreduce(&h, dir.path(), 1).await;
+    let ring = ring(&[(1, 1), (2, 1)]);
+    let preferred = ring.owner(&format!("{id}/0")).unwrap().0;
+    let other = 3 - preferred;
+    // The map on the preferred worker finishes first, and a keyed task takes its slot.
+    let on = |w: u64| {
+        maps.iter()
+            .find(|(a, _)| worker_of(a) == w)
+            .unwrap()
+            .1
+            .attempt
+    };
+    h.report(preferred, on(preferred), map_done()).await;
+    let key = (0..1000)
+        .map(|i| format!("key-{i}"))
+        .find(|k| ring.owner(k) == Some(WorkerId(preferred)))
+        .unwrap();
+    let (_, worker, _) = h.keyed(&key, 3).await;
+    assert_eq!(worker, preferred);
+    // The last map finishes: the reduce's preferred worker is busy, so it runs on the other.
+    h.report(other, on(other), map_done()).await;
+    let (addr, task) = h.launched(4).await[3].clone();
+    assert!(matches!(task.work, TaskWork::Reduce { .. }), "{task:?}");
+    assert_eq!(worker_of(&addr), other);
 }

@@ -1,11 +1,12 @@
-//! The cluster page, `GET /cluster`: the masters with their roles and terms, and the workers
-//! with their slots, load and last heartbeat; it refreshes itself from `GET /fragments/cluster`.
+//! The cluster page, `GET /cluster`: the masters with their roles, membership, terms and log
+//! indices (unreachable ones marked), and the workers with their slots, load and last
+//! heartbeat; it refreshes itself from `GET /fragments/cluster`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use maud::{html, Markup};
 
-use crate::api::{ClusterApi, ClusterView, Health};
+use crate::api::{ClusterApi, ClusterView, Health, Membership};
 use crate::auth::Session;
 use crate::error::Error;
 use crate::ui::format::{ago, badge, kind_tag, meter, now_ms};
@@ -66,32 +67,7 @@ fn tables(cluster: &ClusterView, health: &Health) -> Markup {
             Some(id) => { "leader: master " (id) },
             None => "no leader elected",
         } } }
-        div.table {
-            table.masters {
-                thead {
-                    tr {
-                        th.num { "Id" } th { "Role" } th { "Leader" } th.num { "Term" }
-                        th.num { "Last log index" } th.opt { "RPC" } th { "HTTP" }
-                    }
-                }
-                tbody {
-                    @for master in &cluster.masters {
-                        tr {
-                            td.num { (master.id) @if master.id == health.id { span.sub { "this one" } } }
-                            td { (badge(master.role.as_str())) }
-                            td { @if cluster.leader == Some(master.id) { "yes" } @else { span.muted { "no" } } }
-                            td.num { (master.term) }
-                            td.num { @match master.last_log_index {
-                                Some(index) => (index),
-                                None => span.muted { "unknown" },
-                            } }
-                            td.opt { code { (master.rpc) } }
-                            td { a href={ "http://" (master.http) "/" } { (master.http) } }
-                        }
-                    }
-                }
-            }
-        }
+        (masters_table(cluster, health))
         h2 { "Workers" span.hint { (alive) " of " (cluster.workers.len()) " alive · "
             (running) " of " (slots) " slots busy" } }
         @if cluster.workers.is_empty() {
@@ -106,6 +82,7 @@ fn tables(cluster: &ClusterView, health: &Health) -> Markup {
                     thead {
                         tr {
                             th { "Worker" } th { "Status" } th.num { "Running / slots" }
+                            th.num title="Its share of the placement ring: about this fraction of keyed tasks and reduce partitions goes to it" { "Ring share" }
                             th { "Last heartbeat" } th.opt { "RPC" } th { "Jobs served" }
                         }
                     }
@@ -116,6 +93,7 @@ fn tables(cluster: &ClusterView, health: &Health) -> Markup {
                                 td { (badge(if worker.alive { "alive" } else { "dead" })) }
                                 td.num { (worker.running) " / " (worker.slots)
                                     (meter(u64::from(worker.running), u64::from(worker.slots))) }
+                                td.num.ring-share { (format!("{:.1}%", worker.ring_share * 100.0)) }
                                 td { (ago(worker.last_heartbeat_ms, now)) }
                                 td.opt { code { (worker.rpc) } }
                                 td.wrap {
@@ -138,6 +116,49 @@ fn tables(cluster: &ClusterView, health: &Health) -> Markup {
     }
 }
 
+/// The masters: each one's role, term and log indices as it reported them just now (the
+/// serving master asked each one's `/api/health`), and its membership as the leader's log says.
+fn masters_table(cluster: &ClusterView, health: &Health) -> Markup {
+    let number = |n: Option<u64>| {
+        html! { @match n { Some(n) => (n), None => span.muted { "–" } } }
+    };
+    html! {
+        div.table {
+            table.masters {
+                thead {
+                    tr {
+                        th.num { "Id" } th { "Role" } th { "Membership" } th.num { "Term" }
+                        th.num { "Last log index" } th.num { "Applied" } th.opt { "RPC" } th { "HTTP" }
+                    }
+                }
+                tbody {
+                    @for master in &cluster.masters {
+                        tr {
+                            td.num { (master.id) @if master.id == health.id { span.sub { "this one" } } }
+                            td {
+                                @match (master.reachable, master.role) {
+                                    (true, Some(role)) => (badge(role.as_str())),
+                                    _ => span.badge.s-dead title=[master.error.as_deref()] { "unreachable" },
+                                }
+                            }
+                            td { @match master.membership {
+                                Membership::NotMember => span.muted { "not a member" },
+                                other => (other.as_str()),
+                            } }
+                            td.num { (number(master.term)) }
+                            td.num { (number(master.last_log_index)) }
+                            td.num { (number(master.last_applied)) }
+                            td.opt { code { (master.rpc) } }
+                            td { @if master.http.is_empty() { span.muted { "unknown" } }
+                                 @else { a href={ "http://" (master.http) "/" } { (master.http) } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use actix_web::test;
@@ -153,6 +174,19 @@ mod tests {
         let page = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
         assert!(page.contains(r#"class="badge s-leader""#), "{page}");
         assert!(page.contains("127.0.0.1:7001"));
+        // Master 2 did not answer its health check; master 4 is a learner catching up.
+        assert!(
+            page.contains(
+                r#"<span class="badge s-dead" title="connection refused">unreachable</span>"#
+            ),
+            "{page}"
+        );
+        assert!(page.contains(r#"<span class="badge s-learner">learner</span>"#));
+        assert!(page.contains("<td>learner</td>"), "{page}");
+        assert!(
+            page.contains(r#"<td class="num">11</td>"#),
+            "applied index of master 4"
+        );
         assert!(page.contains(r#"class="badge s-alive""#));
         assert!(page.contains(r#"class="badge s-dead""#));
         assert!(page.contains("1 / 2"));
@@ -183,6 +217,22 @@ mod tests {
         assert!(
             body.contains("Cluster state unavailable: no leader"),
             "{body}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn workers_show_their_share_of_the_ring() {
+        let app = app(FakeCluster::new()).await;
+        let req = test::TestRequest::get().uri("/cluster").to_request();
+        let page = String::from_utf8(test::call_and_read_body(&app, req).await.to_vec()).unwrap();
+        assert!(page.contains(">Ring share</th>"), "{page}");
+        assert!(
+            page.contains(r#"<td class="num ring-share">62.5%"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"<td class="num ring-share">0.0%"#),
+            "{page}"
         );
     }
 }

@@ -7,10 +7,7 @@ use maud::{html, Markup};
 use crate::api::Progress;
 use crate::json::rfc3339_ms;
 
-/// The current time in milliseconds since the epoch (for durations of running things).
-pub fn now_ms() -> u64 {
-    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
-}
+pub use jobs::now_ms;
 
 /// A coloured badge for a state or role name; the CSS colours `s-<name>`.
 pub fn badge(name: &str) -> Markup {

@@ -32,6 +32,8 @@ pub enum Nav {
     Submit,
     /// Masters and workers.
     Cluster,
+    /// Held locks.
+    Locks,
     /// The login page (highlights nothing).
     Login,
 }
@@ -66,6 +68,7 @@ pub fn page(title: &str, nav: Nav, session: Session, body: Markup) -> Markup {
                             (link(Nav::Jobs, "/jobs", "Jobs"))
                             (link(Nav::Submit, "/submit", "Submit"))
                             (link(Nav::Cluster, "/cluster", "Cluster"))
+                            (link(Nav::Locks, "/locks", "Locks"))
                             a href="/metrics" { "Metrics" }
                         }
                         div.who {

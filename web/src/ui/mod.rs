@@ -9,6 +9,7 @@
 //! - [`timeline`]: the job page's SVG task timeline and duration summary.
 //! - [`submit`]: `GET`/`POST /submit`, a form per job kind.
 //! - [`cluster`]: `GET /cluster`, masters and workers.
+//! - [`locks`]: `GET /locks`, held locks, their tokens, leases and queues.
 //! - [`login`]: `GET`/`POST /login` and `POST /logout`, the session cookie for the forms.
 //!
 //! Each page is made of sections that carry `data-refresh="<url>"`; the url
@@ -22,6 +23,7 @@ pub mod home;
 pub mod job;
 pub mod job_list;
 pub mod layout;
+pub mod locks;
 pub mod login;
 pub mod submit;
 pub mod timeline;

@@ -7,6 +7,15 @@
 //!   clients, each waiting for its task to finish before submitting the next (one
 //!   `POST /api/jobs?wait_ms=` per task: submit-and-wait), for tasks/s end to end; then
 //!   submit-to-finish latency of single tasks at low load (p50/p99).
+//! - `bench ring [--workers 10] [--vnodes 100]`: placement-ring lookups/s (module `ring`).
+//! - `bench ids [--ids 8192000]`: Snowflake ids/s, 1 and 2 threads, vs. 4,096,000/s (`ids`).
+//! - `bench commit [--seconds 5]`: metadata commits/s and commit latency of a 3-master Raft
+//!   group with 64, 16 and 1 writers, vs. etcd 3.4 (module `commit`).
+//! - `bench failover [--rounds 10]`: kill -9 of the leader of 3 masters to the new leader, the
+//!   first committed write and the first accepted job, vs. etcd 3.4 (module `failover`).
+//! - `bench locks [--pairs 2000] [--clients 16] [--handoffs 2000]`: lock acquire+release
+//!   pairs through the HTTP API on 3 masters (1 client; 16 clients on distinct locks) and
+//!   hand-offs/s with 16 clients on one lock, vs. etcd 3.4 (module `locks`).
 //!
 //! Build first with `cargo build --release --workspace`; run from the repository root.
 
@@ -23,6 +32,12 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde_json::json;
 
+mod commit;
+mod failover;
+mod ids;
+mod locks;
+mod ring;
+
 #[derive(Parser)]
 #[command(about = "Cluster benchmarks; each prints one JSON line of figures at the end")]
 struct Cli {
@@ -35,6 +50,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Lock acquire+release pairs and hand-offs through the HTTP API, 3 masters.
+    Locks {
+        /// Pairs of the one-client phase (the 16-client phase does 4× as many).
+        #[arg(long, default_value_t = 2000)]
+        pairs: usize,
+        /// Clients of the concurrent phases.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Hand-offs of the shared-lock phase.
+        #[arg(long, default_value_t = 2000)]
+        handoffs: usize,
+    },
+    /// Metadata commits per second and commit latency of 3 masters (64, 16, 1 writers).
+    Commit {
+        /// Measured seconds per writer count.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Warm-up seconds before each measurement.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+    },
+    /// Kill -9 of the leader of 3 masters to the first write and job, several rounds.
+    Failover {
+        /// Leader kills.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
     /// Cluster word count vs. a 2-thread rayon word count on the same corpus.
     Wordcount {
         /// Corpus size in MiB.
@@ -65,6 +107,24 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         slots: u32,
     },
+    /// Placement-ring lookups per second (single thread, no cluster).
+    Ring {
+        /// Workers on the ring (one slot each).
+        #[arg(long, default_value_t = 10)]
+        workers: u64,
+        /// Virtual nodes per worker.
+        #[arg(long, default_value_t = 100)]
+        vnodes: usize,
+        /// Lookups of each kind.
+        #[arg(long, default_value_t = 2_000_000)]
+        lookups: usize,
+    },
+    /// Snowflake ids per second from the master's generator (no cluster).
+    Ids {
+        /// Ids per phase (one thread, then two threads).
+        #[arg(long, default_value_t = 8_192_000)]
+        ids: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -72,6 +132,13 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&cli.dir)?;
     let dir = std::path::absolute(&cli.dir)?;
     match cli.command {
+        Bench::Locks {
+            pairs,
+            clients,
+            handoffs,
+        } => locks::run(&dir, pairs, clients, handoffs),
+        Bench::Commit { seconds, warmup } => commit::run(&dir, seconds, warmup),
+        Bench::Failover { rounds } => failover::run(&dir, rounds),
         Bench::Wordcount {
             total_mb,
             files,
@@ -84,6 +151,12 @@ fn main() -> Result<()> {
             samples,
             slots,
         } => dispatch(&dir, tasks, clients, samples, slots),
+        Bench::Ring {
+            workers,
+            vnodes,
+            lookups,
+        } => ring::run(workers, vnodes, lookups),
+        Bench::Ids { ids } => ids::run(ids),
     }
 }
 
