@@ -193,11 +193,15 @@ impl FencedCounter {
     }
 
     /// Writes `value` under fencing `token` (temp file + rename), unless a write with a newer
-    /// token came first.
+    /// token came first. The check and the write happen under an exclusive lock of a sidecar
+    /// file (the path with the extension `fence`), so two writers cannot interleave them.
     ///
     /// # Errors
     /// If `token` is older than the last write's, or on an I/O error.
     pub fn write(&self, value: u64, token: u64) -> Result<(), String> {
+        let fence = std::fs::File::create(self.path.with_extension("fence"))
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| format!("locking {}.fence: {e}", self.path.display()))?;
         let (_, last) = self.read()?;
         if token < last {
             return Err(format!(
@@ -207,7 +211,9 @@ impl FencedCounter {
         let temp = self.path.with_extension(format!("tmp-{token}"));
         std::fs::write(&temp, format!("{value} {token}\n"))
             .and_then(|()| std::fs::rename(&temp, &self.path))
-            .map_err(|e| format!("writing {}: {e}", self.path.display()))
+            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        drop(fence);
+        Ok(())
     }
 }
 
@@ -232,7 +238,9 @@ impl Task for LockedCounter {
         std::thread::sleep(hold);
         counter.write(value + 1, guard.token())?;
         let token = guard.token();
-        guard.release().map_err(|e| e.to_string())?;
+        // The write is done: failing the attempt now would make a retry count twice. A release
+        // that fails only keeps the next holder waiting until the lease runs out.
+        let _ = guard.release();
         Ok(serde_json::json!({ "value": value + 1, "token": token }))
     }
 }

@@ -64,11 +64,12 @@ fn try_conflicts_leases_expire_and_stale_holders_are_refused() {
         started.elapsed() < Duration::from_secs(5),
         "a try never waits"
     );
-    // The holder asking again gets the same grant.
-    assert_eq!(
-        token_of(&acquire(&cluster, "db", "alice", 60_000, 0)),
-        first
-    );
+    // The holder asking again keeps the lock under a new grant; the old token is stale.
+    let again = token_of(&acquire(&cluster, "db", "alice", 60_000, 0));
+    assert!(again > first);
+    let old = json!({"owner": "alice", "token": first});
+    assert_eq!(lock_call(&cluster, "db", "keepalive", old).0, 409);
+    let first = again;
     let shown = listed(&cluster, "db").expect("GET /api/locks lists a held lock");
     assert_eq!(shown["owner"], "alice");
     assert_eq!(shown["token"], first);
@@ -86,15 +87,16 @@ fn try_conflicts_leases_expire_and_stale_holders_are_refused() {
 
     // A lease that nobody keeps alive runs out and the lock passes to the waiter, with a
     // higher token; the paused holder's release is then refused.
+    // (Timed from before carol asks: her lease starts later than that on the master.)
+    let asked = Instant::now();
     let paused = token_of(&acquire(&cluster, "db", "carol", 300, 0));
     assert!(paused > first);
-    let waited = Instant::now();
     let next = token_of(&acquire(&cluster, "db", "dave", 60_000, 20_000));
     assert!(next > paused, "{next} after {paused}");
     assert!(
-        waited.elapsed() >= Duration::from_millis(200),
+        asked.elapsed() >= Duration::from_millis(300),
         "the lease was cut short: granted after {:?}",
-        waited.elapsed()
+        asked.elapsed()
     );
     let late = lock_call(
         &cluster,
@@ -107,10 +109,10 @@ fn try_conflicts_leases_expire_and_stale_holders_are_refused() {
         late.1["error"].as_str().unwrap_or("").contains("dave"),
         "{late:?}"
     );
-    // A lease kept alive outlives its TTL.
-    let kept = token_of(&acquire(&cluster, "kept", "erin", 300, 0));
-    for _ in 0..8 {
-        std::thread::sleep(Duration::from_millis(100));
+    // A lease kept alive outlives its TTL (2 s, kept alive every 0.5 s for 3 s).
+    let kept = token_of(&acquire(&cluster, "kept", "erin", 2_000, 0));
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
         let answer = lock_call(
             &cluster,
             "kept",
@@ -225,6 +227,7 @@ struct Resource {
 /// release. Any master will do (followers forward); a transport error or a 503 (a failover)
 /// sends the same request to the next master after a short pause.
 fn increment_client(
+    index: usize,
     owner: String,
     masters: Vec<SocketAddr>,
     rounds: usize,
@@ -232,7 +235,7 @@ fn increment_client(
     done: Arc<AtomicUsize>,
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut next_master = owner.len();
+    let mut next_master = index;
     let mut call = |path: &str, body: &Value| -> (u16, Value) {
         for _ in 0..2000 {
             if Instant::now() > deadline {
@@ -293,7 +296,7 @@ fn eight_clients_lose_no_update_when_the_leader_is_killed() {
     let leader = cluster.find_leader().expect("a leader");
 
     // A lock held across the failover keeps its grant: the new leader restarts its lease.
-    let survivor = token_of(&acquire(&cluster, "survivor", "keeper", 30_000, 0));
+    let survivor = token_of(&acquire(&cluster, "survivor", "keeper", 600_000, 0));
 
     let resource = Arc::new(Mutex::new(Resource::default()));
     let done = Arc::new(AtomicUsize::new(0));
@@ -308,7 +311,7 @@ fn eight_clients_lose_no_update_when_the_leader_is_killed() {
             );
             std::thread::spawn(move || {
                 let result =
-                    increment_client(format!("client-{i}"), masters, ROUNDS, resource, done);
+                    increment_client(i, format!("client-{i}"), masters, ROUNDS, resource, done);
                 if result.is_err() {
                     failed.store(true, Ordering::SeqCst);
                 }

@@ -57,6 +57,9 @@ impl TaskContext {
     /// [`LockGuard::keepalive`] for longer work), waiting up to `wait` in line (zero: try
     /// once). Use [`LockGuard::token`] to fence what the lock protects.
     ///
+    /// It blocks while it waits: call it from `run` of a task that is not
+    /// [`Task::is_instant`] (those run on the worker's async thread, where blocking panics).
+    ///
     /// # Errors
     /// [`LockError::Held`] or [`LockError::WaitTimedOut`] if not granted; a transient error
     /// if the masters cannot answer.

@@ -490,12 +490,13 @@ fn membership_error(error: MembershipError) -> ApiError {
         | MembershipError::AddressTaken { .. }
         | MembershipError::LastVoter { .. } => ApiError::BadRequest(message),
         MembershipError::NotMember { .. } => ApiError::NotFound(message),
-        MembershipError::InProgress => ApiError::Conflict(message),
+        MembershipError::InProgress | MembershipError::Refused { .. } => {
+            ApiError::Conflict(message)
+        }
         MembershipError::NotLeader { .. }
         | MembershipError::NotCaughtUp { .. }
         | MembershipError::Timeout { .. }
-        | MembershipError::Raft { .. }
-        | MembershipError::Refused { .. } => ApiError::Unavailable(message),
+        | MembershipError::Raft { .. } => ApiError::Unavailable(message),
     }
 }
 
@@ -701,6 +702,9 @@ impl ClusterApi for MasterApi {
                 last_log_index: raft.last_log_index.unwrap_or(0),
                 last_applied: applied.unwrap_or(0),
                 is_leader: raft.state == ServerState::Leader,
+                locks_held: state.locks.values().filter(|l| l.holder.is_some()).count(),
+                lock_waiters: state.locks.values().map(|l| l.waiters.len()).sum(),
+                lock_tokens: state.last_lock_token,
             }))
         })
     }
@@ -746,6 +750,9 @@ struct MetricsInput<'a> {
     last_log_index: u64,
     last_applied: u64,
     is_leader: bool,
+    locks_held: usize,
+    lock_waiters: usize,
+    lock_tokens: u64,
 }
 
 /// Task duration histogram buckets, in seconds.
@@ -874,6 +881,23 @@ fn render_metrics(m: &MetricsInput<'_>) -> String {
         "1 on the leader.",
         u8::from(m.is_leader),
     );
+    gauge(
+        &mut out,
+        "mrcluster_locks_held",
+        "Locks held now.",
+        m.locks_held,
+    );
+    gauge(
+        &mut out,
+        "mrcluster_lock_waiters",
+        "Acquires waiting in lock queues now.",
+        m.lock_waiters,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP mrcluster_lock_grants_total Lock grants ever made (the last fencing token).\n# TYPE mrcluster_lock_grants_total counter\nmrcluster_lock_grants_total {}",
+        m.lock_tokens
+    );
     out
 }
 
@@ -998,6 +1022,9 @@ mod tests {
             last_log_index: 10,
             last_applied: 9,
             is_leader: true,
+            locks_held: 2,
+            lock_waiters: 5,
+            lock_tokens: 77,
         });
         assert!(text.contains("mrcluster_jobs{kind=\"task\",state=\"succeeded\"} 3"));
         assert!(text.contains("mrcluster_tasks{kind=\"map\",state=\"unfinished\"} 4"));
@@ -1015,6 +1042,9 @@ mod tests {
         assert!(text.contains("mrcluster_worker_slots 4"));
         assert!(text.contains("mrcluster_raft_term 4"));
         assert!(text.contains("mrcluster_raft_commit_index 9"));
+        assert!(text.contains("mrcluster_locks_held 2"));
+        assert!(text.contains("mrcluster_lock_waiters 5"));
+        assert!(text.contains("mrcluster_lock_grants_total 77"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line}");

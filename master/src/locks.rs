@@ -12,7 +12,6 @@
 //!   held by it and have failed; their clients ask again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,12 +21,15 @@ use tracing::warn;
 use web::api::LockView;
 
 use crate::ids::now_ms;
+use crate::meta::batcher::QUORUM_SILENCE_MS;
 use crate::meta::command::{Command, CommandResult, LockHandoff};
 use crate::meta::node::{Meta, MetaError};
 use crate::meta::state::MetaState;
 
 /// How often the leader checks leases.
 const SWEEP_EVERY: Duration = Duration::from_millis(25);
+/// The shortest time between two logged failures of the lease keeper.
+const WARN_EVERY: Duration = Duration::from_secs(5);
 /// The longest a request waits for a new leader to start serving locks.
 const SERVING_WAIT: Duration = Duration::from_secs(5);
 
@@ -39,7 +41,6 @@ pub struct Locks {
 
 struct Inner {
     meta: Meta,
-    next_ticket: AtomicU64,
     table: Mutex<Table>,
 }
 
@@ -50,8 +51,33 @@ struct Table {
     serving_term: Option<u64>,
     /// Lease clocks by lock name.
     leases: HashMap<String, Lease>,
-    /// Waiting acquires by ticket.
-    waiting: HashMap<u64, oneshot::Sender<u64>>,
+    /// Waiting acquires by ticket (random, so unique across masters and restarts), with
+    /// their lock's name.
+    waiting: HashMap<u64, (String, oneshot::Sender<u64>)>,
+    /// When the last failure to commit lock changes was logged (they repeat every sweep
+    /// while there is no quorum).
+    last_warning: Option<Instant>,
+}
+
+impl Table {
+    /// Wakes the request waiting with `ticket` for lock `name`, if it is still here.
+    fn wake(&mut self, name: &str, ticket: u64, token: u64) {
+        if self.waiting.get(&ticket).is_some_and(|(n, _)| n == name) {
+            if let Some((_, waiter)) = self.waiting.remove(&ticket) {
+                let _ = waiter.send(token);
+            }
+        }
+    }
+
+    /// Whether to log a failure now (at most one every [`WARN_EVERY`]).
+    fn should_warn(&mut self) -> bool {
+        let now = Instant::now();
+        if self.last_warning.is_some_and(|t| now < t + WARN_EVERY) {
+            return false;
+        }
+        self.last_warning = Some(now);
+        true
+    }
 }
 
 struct Lease {
@@ -113,8 +139,6 @@ impl Locks {
         let locks = Locks {
             inner: Arc::new(Inner {
                 meta,
-                // Tickets only need to differ among the requests this process waits on.
-                next_ticket: AtomicU64::new(1),
                 table: Mutex::new(Table::default()),
             }),
         };
@@ -209,9 +233,9 @@ impl Locks {
         // The waiter is registered before the acquire is proposed, so that a hand-off that
         // commits right after it finds the request to wake.
         let waiter = (wait_ms > 0).then(|| {
-            let ticket = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
+            let ticket = rand::random::<u64>();
             let (tx, rx) = oneshot::channel();
-            self.table().waiting.insert(ticket, tx);
+            self.table().waiting.insert(ticket, (name.clone(), tx));
             (ticket, rx)
         });
         let ticket = waiter.as_ref().map(|(t, _)| *t);
@@ -220,7 +244,7 @@ impl Locks {
             .meta
             .propose(Command::AcquireLock {
                 name: name.clone(),
-                owner,
+                owner: owner.clone(),
                 ttl_ms,
                 ticket,
                 at_ms: now_ms(),
@@ -246,17 +270,20 @@ impl Locks {
             (CommandResult::LockHeld { owner: holder }, _) => Err(LockError::Held { name, holder }),
             (CommandResult::LockQueued, Some((ticket, rx))) => {
                 let woken = tokio::time::timeout(Duration::from_millis(wait_ms), rx).await;
-                if let Ok(Ok(token)) = woken {
-                    return Ok(token);
-                }
-                // Out of time (or this master stopped leading): leave the queue, unless the
-                // lock came our way meanwhile.
+                let dropped = match woken {
+                    Ok(Ok(token)) => return Ok(token),
+                    // This master stopped serving locks (its waiters were dropped).
+                    Ok(Err(_)) => true,
+                    Err(_) => false,
+                };
+                // Leave the queue, unless the lock came our way meanwhile.
                 self.table().waiting.remove(&ticket);
                 let abandoned = self
                     .inner
                     .meta
                     .propose(Command::AbandonLockWait {
                         name: name.clone(),
+                        owner,
                         ticket,
                     })
                     .await
@@ -266,6 +293,9 @@ impl Locks {
                         self.start_lease(&name, token, ttl_ms);
                         Ok(token)
                     }
+                    _ if dropped => Err(LockError::Unavailable(
+                        "the leader changed while the acquire waited; ask again".into(),
+                    )),
                     _ => Err(LockError::WaitTimedOut {
                         name,
                         waited_ms: wait_ms,
@@ -289,8 +319,23 @@ impl Locks {
         let Some(holder) = holder.filter(|h| h.owner == owner && h.token == token) else {
             return Err(stale());
         };
-        let now = Instant::now();
+        // A leader cut off from its majority may already have been replaced, and the new one
+        // will expire the lease: it must not promise the holder more time.
+        if let Some(silence_ms) = self
+            .inner
+            .meta
+            .metrics()
+            .millis_since_quorum_ack
+            .filter(|ms| *ms > QUORUM_SILENCE_MS)
+        {
+            return Err(LockError::Unavailable(format!(
+                "the leader has not heard from a majority for {silence_ms} ms"
+            )));
+        }
         let mut table = self.table();
+        // Read under the table lock, so that a sweep that decided to expire this lease
+        // happened before (and this keepalive is refused) or sees the new deadline.
+        let now = Instant::now();
         // A lease whose clock ran out is gone, even if its expiry has not committed yet.
         if table
             .leases
@@ -354,9 +399,7 @@ impl Locks {
             table.leases.remove(name);
         }
         if let Some(next) = next {
-            if let Some(waiter) = table.waiting.remove(&next.ticket) {
-                let _ = waiter.send(next.token);
-            }
+            table.wake(name, next.ticket, next.token);
         }
     }
 
@@ -364,8 +407,14 @@ impl Locks {
     async fn keep(&self) {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = self.inner.meta.subscribe_leadership();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = changes.changed() => if changed.is_err() {
+                    return; // the metadata node is gone
+                },
+            }
             let leadership = self.inner.meta.leadership();
             if !(leadership.is_leader && leadership.ready) {
                 let mut table = self.table();
@@ -385,7 +434,11 @@ impl Locks {
                         table.serving_term = Some(leadership.term);
                     }
                     Err(MetaError::Closed) => return,
-                    Err(error) => warn!(%error, "could not take over the locks"),
+                    Err(error) => {
+                        if self.table().should_warn() {
+                            warn!(%error, "could not take over the locks");
+                        }
+                    }
                 }
                 continue;
             }
@@ -411,6 +464,11 @@ impl Locks {
             let mut expired = Vec::new();
             for (name, lock) in &state.locks {
                 let Some(holder) = &lock.holder else { continue };
+                // A hand-off whose commit answered late (or not at all) still reaches its
+                // waiter.
+                if let Some(ticket) = holder.ticket {
+                    table.wake(name, ticket, holder.token);
+                }
                 let lease = table.leases.entry(name.clone()).or_insert_with(|| Lease {
                     token: holder.token,
                     deadline: now + Duration::from_millis(holder.ttl_ms),
@@ -443,7 +501,11 @@ impl Locks {
                     }
                 }
             }
-            Err(error) => warn!(%error, "could not commit lock expiries"),
+            Err(error) => {
+                if self.table().should_warn() {
+                    warn!(%error, "could not commit lock expiries");
+                }
+            }
         }
     }
 }

@@ -67,6 +67,18 @@ struct LiveWorker {
     backoff_until: Option<Instant>,
 }
 
+impl LiveWorker {
+    /// Whether launches may go there now (no launch just failed).
+    fn reachable(&self, now: Instant) -> bool {
+        self.backoff_until.is_none_or(|t| t <= now)
+    }
+
+    /// Whether it can take a task now: reachable, with a free slot.
+    fn can_take(&self, now: Instant) -> bool {
+        self.running < self.slots && self.reachable(now)
+    }
+}
+
 /// The scheduler actor.
 pub struct Scheduler {
     meta: Meta,
@@ -211,7 +223,7 @@ impl Scheduler {
         let now = Instant::now();
         self.workers
             .values()
-            .filter(|w| w.backoff_until.is_none_or(|t| t <= now))
+            .filter(|w| w.reachable(now))
             .map(|w| w.slots.saturating_sub(w.running))
             .sum()
     }
@@ -220,12 +232,7 @@ impl Scheduler {
         let now = Instant::now();
         self.workers
             .iter()
-            .filter(|(id, w)| {
-                w.running < w.slots
-                    && w.serves.contains(name)
-                    && !exclude.contains(id)
-                    && w.backoff_until.is_none_or(|t| t <= now)
-            })
+            .filter(|(id, w)| w.can_take(now) && w.serves.contains(name) && !exclude.contains(id))
             .max_by_key(|(id, w)| {
                 (
                     w.slots - w.running,
@@ -238,18 +245,22 @@ impl Scheduler {
 
     /// Whether `worker` can take a task now (a free slot, no launch backoff).
     fn has_free_slot(&self, worker: WorkerId, now: Instant) -> bool {
-        self.workers
-            .get(&worker)
-            .is_some_and(|w| w.running < w.slots && w.backoff_until.is_none_or(|t| t <= now))
+        self.workers.get(&worker).is_some_and(|w| w.can_take(now))
     }
 
     /// The owner of `key` among the live workers serving `name`: the first of its ring
-    /// candidates that serves the job.
-    fn ring_owner<K: Hash + ?Sized>(&self, key: &K, name: &JobName) -> Option<WorkerId> {
+    /// candidates that serves the job and is reachable (a worker whose launches fail, though
+    /// it still heartbeats, hands its keys to the next candidate until it recovers).
+    fn ring_owner<K: Hash + ?Sized>(
+        &self,
+        key: &K,
+        name: &JobName,
+        now: Instant,
+    ) -> Option<WorkerId> {
         self.placement.candidates(key).find(|id| {
             self.workers
                 .get(id)
-                .is_some_and(|w| w.serves.contains(name))
+                .is_some_and(|w| w.serves.contains(name) && w.reachable(now))
         })
     }
 
@@ -260,12 +271,12 @@ impl Scheduler {
         let now = Instant::now();
         if let Some(key) = Self::routing_key(&job.spec) {
             return self
-                .ring_owner(key, name)
+                .ring_owner(key, name, now)
                 .filter(|owner| self.has_free_slot(*owner, now));
         }
         if let TaskPlan::Reduce { partition, .. } = &job.tasks[index].plan {
             let preferred = self
-                .ring_owner(&format!("{}/{partition}", job.id), name)
+                .ring_owner(&format!("{}/{partition}", job.id), name, now)
                 .filter(|w| self.has_free_slot(*w, now));
             if preferred.is_some() {
                 return preferred;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::Actor;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::MasterApi;
 use crate::config::MasterConfig;
@@ -42,6 +42,16 @@ pub async fn run(
     on_ready: impl FnOnce(BoundAddrs),
 ) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
+    let listed = config.cluster.masters.len();
+    if listed % 2 == 0 {
+        warn!(
+            masters = listed,
+            "the cluster file lists an even number of masters: a group of {listed} tolerates no more \
+             failures than one of {}; use 1, 3 or 5 (an even count is meant only while a master \
+             is being added or removed)",
+            listed - 1
+        );
+    }
     let rpc_listener = tokio::net::TcpListener::bind(config.rpc_addr).await?;
     let http_listener = std::net::TcpListener::bind(config.http_addr)?;
     let bound = BoundAddrs {

@@ -286,8 +286,10 @@ pub struct WorkerView {
     /// The same jobs with their kinds, so a form can offer only the names of one kind.
     #[serde(default)]
     pub served: Vec<ServedJob>,
-    /// The fraction (0 to 1) of the placement ring it owns: the share of keyed tasks and
-    /// reduce partitions it gets. 0 for a dead worker, and on a master that does not lead.
+    /// The fraction (0 to 1) of the placement ring it owns: the share of keys (keyed tasks,
+    /// reduce partitions) it owns among workers that all serve the job; a key whose owner does
+    /// not serve the job goes to the next candidate that does. 0 for a dead worker, and on a
+    /// master that does not lead.
     #[serde(default)]
     pub ring_share: f64,
 }

@@ -18,8 +18,15 @@ use crate::jobs::{MAX_BODY, MAX_WAIT};
 
 /// Marks a request a follower forwarded.
 pub const FORWARDED_HEADER: &str = "x-mrcluster-forwarded";
-/// How long a forwarded call may take: the longest long poll plus slack.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(MAX_WAIT.as_secs() + 15);
+/// How long a forwarded call may take: the longest wait a call may ask for (a job long poll,
+/// a lock acquire) plus slack.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(
+    if MAX_WAIT.as_secs() > jobs::lock::limits::MAX_WAIT_MS / 1000 {
+        MAX_WAIT.as_secs()
+    } else {
+        jobs::lock::limits::MAX_WAIT_MS / 1000
+    } + 15,
+);
 
 fn error(status: StatusCode, message: String) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "error": message }))

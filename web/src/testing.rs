@@ -213,7 +213,12 @@ impl ClusterApi for FakeCluster {
         let held = state.locks.get(&name).cloned();
         let result = match op {
             LockOp::Acquire { .. } => match held {
-                Some((holder, token)) if holder == owner => Ok(token),
+                Some((holder, _)) if holder == owner => {
+                    state.last_token += 1;
+                    let token = state.last_token;
+                    state.locks.insert(name, (owner, token));
+                    Ok(token)
+                }
                 Some((holder, _)) => Err(LockError::Held { name, holder }),
                 None => {
                     state.last_token += 1;

@@ -242,17 +242,26 @@ impl MasterLink {
     }
 
     /// Heartbeats until the task is dropped; re-registers when the master does not know us.
+    /// A failed heartbeat is retried soon (from [`MIN_BACKOFF`], doubling up to the interval),
+    /// at the leader a "not the leader" answer named, so that after a failover the worker
+    /// finds the new leader within a few round trips of its election, not a whole interval.
     pub async fn heartbeat_loop(self) {
+        let mut retry_in = None;
+        let mut backoff = MIN_BACKOFF;
         loop {
             let interval = Duration::from_millis(self.inner.heartbeat_ms.load(Ordering::SeqCst));
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(retry_in.take().unwrap_or(interval)).await;
             match self.heartbeat(false).await {
-                Ok(()) => {}
+                Ok(()) => backoff = MIN_BACKOFF,
                 Err(CallError::Unknown) => {
                     warn!("the master does not know this worker; registering again");
                     self.register().await;
                 }
-                Err(CallError::Retry(reason)) => warn!(%reason, "heartbeat failed; trying again"),
+                Err(CallError::Retry(reason)) => {
+                    warn!(%reason, "heartbeat failed; trying again");
+                    retry_in = Some(backoff.min(interval));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
         }
     }
@@ -322,6 +331,8 @@ impl MasterLink {
                 })
                 .await;
             let reason = match answer {
+                // A failover on the masters' side: ask again, as for a transport failure.
+                Ok(Err(error)) if error.is_transient() => error.to_string(),
                 Ok(answer) => return answer,
                 Err((CallError::Unknown, _)) => "the master does not know this worker".to_string(),
                 Err((CallError::Retry(reason), leader)) => {

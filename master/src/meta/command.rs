@@ -146,8 +146,8 @@ pub enum Command {
         /// The end of the reserved window, ms since the Snowflake epoch.
         until_ms: u64,
     },
-    /// `owner` asks for lock `name`: granted if it is free (or already `owner`'s: the same
-    /// grant again); otherwise queued at the back if `ticket` is set (a waiting acquire), or
+    /// `owner` asks for lock `name`: granted if it is free (or already `owner`'s: a new grant,
+    /// with no gap); otherwise queued at the back if `ticket` is set (a waiting acquire), or
     /// refused.
     AcquireLock {
         /// The lock.
@@ -187,6 +187,8 @@ pub enum Command {
     AbandonLockWait {
         /// The lock.
         name: String,
+        /// The waiting owner.
+        owner: String,
         /// The waiter.
         ticket: u64,
     },

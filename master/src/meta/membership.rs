@@ -51,6 +51,8 @@ use super::node::Meta;
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a pristine initialiser waits for each other master's answer before initialising.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How many times a peer that is running but does not answer is asked again.
+const PROBE_ROUNDS: u32 = 5;
 /// What separates the two addresses in a [`BasicNode`]'s `addr`.
 const HTTP_SEPARATOR: &str = " http=";
 
@@ -187,11 +189,11 @@ pub enum MembershipError {
         #[source]
         source: Box<Fatal<u64>>,
     },
-    /// openraft refused the change for another reason.
-    #[error("the membership change was refused")]
+    /// openraft refused the change for another reason (it conflicts with the membership as
+    /// it is, say a learner it does not know).
+    #[error("the membership change was refused: {source}")]
     Refused {
         /// What openraft reported.
-        #[source]
         source: Box<ClientWriteError<u64, BasicNode>>,
     },
 }
@@ -394,39 +396,72 @@ impl Meta {
 
 /// Whether another master of `members` (this node's cluster file) already belongs to a group,
 /// as a pristine initialiser must check before it initialises one (see the module docs).
-/// Masters that do not answer within [`PROBE_TIMEOUT`] count as not belonging.
+/// A master that refuses the connection (not running) counts as not belonging; one that does
+/// not answer within [`PROBE_TIMEOUT`] is asked up to [`PROBE_ROUNDS`] times first.
 pub(crate) async fn group_exists(
     node_id: u64,
     members: &BTreeMap<u64, BasicNode>,
     secret: &Arc<str>,
 ) -> bool {
-    let probes = members
+    let mut pending: Vec<(u64, String)> = members
         .iter()
         .filter(|(id, _)| **id != node_id)
-        .map(|(id, node)| {
-            let rpc = MemberAddrs::of(node).rpc;
-            async move {
-                let answer = network::group_voters(&rpc, secret, PROBE_TIMEOUT).await;
-                (*id, answer)
-            }
+        .map(|(id, node)| (*id, MemberAddrs::of(node).rpc))
+        .collect();
+    // A peer that refuses the connection is not running; one that is running but slow to
+    // answer (a loaded machine) is asked again, so that a slow member of an existing group is
+    // not taken for a pristine one.
+    for round in 1..=PROBE_ROUNDS {
+        let probes = pending.iter().map(|(id, rpc)| async move {
+            let answer = network::group_voters(rpc, secret, PROBE_TIMEOUT).await;
+            (*id, answer)
         });
-    let mut exists = false;
-    for (id, answer) in futures::future::join_all(probes).await {
-        match answer {
-            Ok(voters) if !voters.is_empty() => {
-                warn!(
-                    node_id,
-                    peer = id,
-                    ?voters,
-                    "another master already belongs to a metadata group"
-                );
-                exists = true;
+        let mut unanswered = Vec::new();
+        for (id, answer) in futures::future::join_all(probes).await {
+            match answer {
+                Ok(voters) if !voters.is_empty() => {
+                    warn!(
+                        node_id,
+                        peer = id,
+                        ?voters,
+                        "another master already belongs to a metadata group"
+                    );
+                    return true;
+                }
+                Ok(_) => debug!(node_id, peer = id, "peer is pristine too"),
+                Err(error) if is_refused(&error) => {
+                    debug!(node_id, peer = id, %error, "peer is not running")
+                }
+                Err(error) => {
+                    debug!(node_id, peer = id, round, %error, "peer did not answer the probe");
+                    unanswered.push(id);
+                }
             }
-            Ok(_) => debug!(node_id, peer = id, "peer is pristine too"),
-            Err(error) => debug!(node_id, peer = id, %error, "peer did not answer the probe"),
+        }
+        pending.retain(|(id, _)| unanswered.contains(id));
+        if pending.is_empty() {
+            break;
         }
     }
-    exists
+    if !pending.is_empty() {
+        warn!(
+            node_id,
+            peers = ?pending.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            "peers did not answer whether they belong to a group; taking them for pristine"
+        );
+    }
+    false
+}
+
+/// Whether a probe failed because nothing listens at the peer's address.
+fn is_refused(error: &network::ProbeError) -> bool {
+    matches!(
+        error,
+        network::ProbeError::Dial {
+            source: jobs::Error::Io(e),
+            ..
+        } if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
 }
 
 #[cfg(test)]

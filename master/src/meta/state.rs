@@ -311,7 +311,11 @@ impl MetaState {
                     CommandResult::Ignored
                 }
             }
-            Command::AbandonLockWait { name, ticket } => {
+            Command::AbandonLockWait {
+                name,
+                owner,
+                ticket,
+            } => {
                 let Some(lock) = self.locks.get_mut(name) else {
                     return CommandResult::Ignored;
                 };
@@ -320,7 +324,7 @@ impl MetaState {
                     return CommandResult::Applied;
                 }
                 match &lock.holder {
-                    Some(h) if h.ticket == Some(*ticket) => {
+                    Some(h) if h.ticket == Some(*ticket) && h.owner == *owner => {
                         CommandResult::LockGranted { token: h.token }
                     }
                     _ => CommandResult::Ignored,
@@ -358,13 +362,19 @@ impl MetaState {
                 });
                 CommandResult::LockGranted { token: next_token }
             }
-            // The holder asks again (say its answer was lost in a failover): the same grant,
-            // under the lease it asks for now.
+            // The holder asks again (say its answer was lost in a failover): it keeps the lock
+            // without a gap, under a new grant, so that an expiry of the old grant that is
+            // already on its way changes nothing.
             Some(holder) if holder.owner == owner => {
-                holder.ttl_ms = ttl_ms;
-                CommandResult::LockGranted {
-                    token: holder.token,
-                }
+                self.last_lock_token = next_token;
+                *holder = LockHolder {
+                    owner: owner.to_string(),
+                    token: next_token,
+                    ttl_ms,
+                    granted_ms: at_ms,
+                    ticket,
+                };
+                CommandResult::LockGranted { token: next_token }
             }
             Some(holder) => match ticket {
                 None => CommandResult::LockHeld {
@@ -524,8 +534,15 @@ mod tests {
     fn locks_grant_queue_and_hand_off_in_order_with_rising_tokens() {
         let mut state = MetaState::default();
         assert_eq!(state.apply(&acquire("l", "a", None)), granted(1));
-        // The holder asking again gets the same grant; a try by another is refused.
-        assert_eq!(state.apply(&acquire("l", "a", None)), granted(1));
+        // The holder asking again keeps the lock under a new grant, so an expiry of the old
+        // grant that was on its way is ignored; a try by another is refused.
+        assert_eq!(state.apply(&acquire("l", "a", None)), granted(2));
+        let expire_first = Command::ExpireLock {
+            name: "l".into(),
+            token: 1,
+            at_ms: 2,
+        };
+        assert_eq!(state.apply(&expire_first), CommandResult::Ignored);
         assert_eq!(
             state.apply(&acquire("l", "b", None)),
             CommandResult::LockHeld { owner: "a".into() }
@@ -539,15 +556,15 @@ mod tests {
             CommandResult::LockQueued
         );
         // Another lock takes the next token: tokens rise over all grants.
-        assert_eq!(state.apply(&acquire("m", "z", None)), granted(2));
+        assert_eq!(state.apply(&acquire("m", "z", None)), granted(3));
         // A stale release changes nothing.
         assert_eq!(
-            state.apply(&release("l", "a", 7)),
+            state.apply(&release("l", "a", 1)),
             CommandResult::LockStale {
-                holder: Some(("a".into(), 1))
+                holder: Some(("a".into(), 2))
             }
         );
-        assert_eq!(state.apply(&release("l", "a", 1)), handed(10, 3));
+        assert_eq!(state.apply(&release("l", "a", 2)), handed(10, 4));
         assert_eq!(state.locks["l"].holder.as_ref().unwrap().owner, "b");
         // An expiry of an ended grant is ignored; of the current one, hands on.
         let expire = |token| Command::ExpireLock {
@@ -555,17 +572,17 @@ mod tests {
             token,
             at_ms: 3,
         };
-        assert_eq!(state.apply(&expire(1)), CommandResult::Ignored);
-        assert_eq!(state.apply(&expire(3)), handed(11, 4));
+        assert_eq!(state.apply(&expire(2)), CommandResult::Ignored);
+        assert_eq!(state.apply(&expire(4)), handed(11, 5));
         assert_eq!(
-            state.apply(&release("l", "c", 4)),
+            state.apply(&release("l", "c", 5)),
             CommandResult::LockReleased { next: None }
         );
         assert!(
             !state.locks.contains_key("l"),
             "a free lock leaves no record"
         );
-        assert_eq!(state.apply(&acquire("l", "d", None)), granted(5));
+        assert_eq!(state.apply(&acquire("l", "d", None)), granted(6));
     }
 
     #[test]
@@ -574,14 +591,16 @@ mod tests {
         assert_eq!(state.apply(&acquire("l", "a", None)), granted(1));
         state.apply(&acquire("l", "b", Some(1)));
         state.apply(&acquire("l", "c", Some(2)));
-        let abandon = |ticket| Command::AbandonLockWait {
+        let abandon = |owner: &str, ticket| Command::AbandonLockWait {
             name: "l".into(),
+            owner: owner.into(),
             ticket,
         };
-        assert_eq!(state.apply(&abandon(1)), CommandResult::Applied);
+        assert_eq!(state.apply(&abandon("b", 1)), CommandResult::Applied);
         assert_eq!(state.apply(&release("l", "a", 1)), handed(2, 2));
-        // Abandoning after the grant came: the answer is the grant.
-        assert_eq!(state.apply(&abandon(2)), granted(2));
+        // Abandoning after the grant came: the answer is the grant (only to its owner).
+        assert_eq!(state.apply(&abandon("x", 2)), CommandResult::Ignored);
+        assert_eq!(state.apply(&abandon("c", 2)), granted(2));
         state.apply(&acquire("l", "d", Some(3)));
         assert_eq!(
             state.apply(&Command::DropLockWaiters),

@@ -11,6 +11,10 @@ use super::*;
 struct FakeLauncher {
     launched: Mutex<Vec<(String, TaskAssignment)>>,
     cancelled: Mutex<Vec<AttemptId>>,
+    /// Launches to these addresses fail (a worker that heartbeats but cannot be reached).
+    unreachable: Mutex<HashSet<String>>,
+    /// Attempts whose launch failed.
+    failed: Mutex<Vec<(String, AttemptId)>>,
 }
 
 impl TaskLauncher for FakeLauncher {
@@ -19,6 +23,15 @@ impl TaskLauncher for FakeLauncher {
         addr: String,
         tasks: Vec<TaskAssignment>,
     ) -> BoxFuture<'static, Result<(), LaunchError>> {
+        if self.unreachable.lock().unwrap().contains(&addr) {
+            let mut failed = self.failed.lock().unwrap();
+            failed.extend(tasks.iter().map(|t| (addr.clone(), t.attempt)));
+            let error = LaunchError {
+                addr,
+                reason: "unreachable".into(),
+            };
+            return Box::pin(async { Err(error) });
+        }
         let mut launched = self.launched.lock().unwrap();
         launched.extend(tasks.into_iter().map(|t| (addr.clone(), t)));
         Box::pin(async { Ok(()) })
@@ -482,6 +495,26 @@ async fn a_lost_owner_s_keys_go_to_their_next_candidate() {
         assert_eq!(WorkerId(worker), candidates[1]);
         h.finish(id, worker, attempt).await;
     }
+}
+
+#[actix::test]
+async fn an_unreachable_owner_s_keys_go_to_the_next_candidate() {
+    let h = harness().await;
+    h.join(3, 1).await;
+    let candidates: Vec<WorkerId> = ring(&[(1, 1), (2, 1), (3, 1)]).candidates("k1").collect();
+    // The owner heartbeats but every launch to it fails: the task must not wait for it forever.
+    let owner_addr = format!("w{}:1", candidates[0].0);
+    h.launcher
+        .unreachable
+        .lock()
+        .unwrap()
+        .insert(owner_addr.clone());
+    let (id, worker, attempt) = h.keyed("k1", 1).await;
+    assert_eq!(WorkerId(worker), candidates[1], "ran on the next candidate");
+    let failed = h.launcher.failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, owner_addr, "the owner was tried first");
+    h.finish(id, worker, attempt).await;
 }
 
 #[actix::test]
