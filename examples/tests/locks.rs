@@ -199,18 +199,14 @@ fn post(http: SocketAddr, path: &str, body: &Value) -> Option<(u16, Value)> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(40))
         .build();
-    let result = agent
-        .post(&format!("http://{http}{path}"))
-        .set("Authorization", &format!("Bearer {SECRET}"))
-        .send_string(&body.to_string());
-    let response = match result {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(ureq::Error::Transport(_)) => return None,
-    };
-    let status = response.status();
-    let value = response.into_json().unwrap_or(Value::Null);
-    Some((status, value))
+    let bearer = format!("Bearer {SECRET}");
+    support::http_request(
+        &agent,
+        "POST",
+        &format!("http://{http}{path}"),
+        Some(&body.to_string()),
+        &[("Authorization", &bearer)],
+    )
 }
 
 /// The shared resource of the increment test: a counter that takes a write only with a token

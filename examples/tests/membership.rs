@@ -45,24 +45,7 @@ fn call(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Option<(u16, Value)> {
-    let mut request = agent().request(method, url);
-    for (name, value) in headers {
-        request = request.set(name, value);
-    }
-    let result = match body {
-        Some(body) => request.send_string(body),
-        None => request.call(),
-    };
-    let response = match result {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
-        Err(ureq::Error::Transport(_)) => return None,
-    };
-    let status = response.status();
-    let text = response.into_string().ok()?;
-    Some((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
+    support::http_request(&agent(), method, url, body, headers)
 }
 
 /// Master `id`'s own `/api/health`, if it answers.

@@ -43,7 +43,7 @@ pub async fn run(
 ) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let listed = config.cluster.masters.len();
-    if listed % 2 == 0 {
+    if listed.is_multiple_of(2) {
         warn!(
             masters = listed,
             "the cluster file lists an even number of masters: a group of {listed} tolerates no more \

@@ -104,6 +104,36 @@ pub fn worker_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_example-worker"))
 }
 
+/// `method url` with an optional JSON body and extra headers, through `agent`; `None` on a
+/// transport error (connection refused, timeout). Error statuses are answers too:
+/// `(status, body)`, the body parsed as JSON or, if it is not JSON, as a JSON string.
+pub fn http_request(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Option<(u16, Value)> {
+    let mut request = agent.request(method, url);
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let result = match body {
+        Some(body) => request
+            .set("Content-Type", "application/json")
+            .send_string(body),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(ureq::Error::Transport(_)) => return None,
+    };
+    let status = response.status();
+    let text = response.into_string().ok()?;
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Some((status, value))
+}
+
 /// The last `lines` lines of a log, with ANSI colour codes removed.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = read_log(path);
@@ -584,25 +614,12 @@ impl Cluster {
         body: Option<&str>,
         auth: Option<&str>,
     ) -> Option<(u16, Value)> {
-        let mut request = self.agent.request(method, &self.url(path));
-        if let Some(secret) = auth {
-            request = request.set("Authorization", &format!("Bearer {secret}"));
-        }
-        let result = match body {
-            Some(body) => request
-                .set("Content-Type", "application/json")
-                .send_string(body),
-            None => request.call(),
-        };
-        let response = match result {
-            Ok(response) => response,
-            Err(ureq::Error::Status(_, response)) => response,
-            Err(ureq::Error::Transport(_)) => return None,
-        };
-        let status = response.status();
-        let text = response.into_string().ok()?;
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Some((status, value))
+        let bearer = auth.map(|secret| format!("Bearer {secret}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("Authorization", b.as_str()))
+            .collect();
+        http_request(&self.agent, method, &self.url(path), body, &headers)
     }
 
     /// Like [`Cluster::try_request`], but a transport error panics.
