@@ -231,11 +231,18 @@ fn run(dir: &Path) -> Result<()> {
     }
     browser.screenshot_full(&shots.join("job-failed.png"), 4000)?;
 
+    // A held lock, for the locks page.
+    ureq::post(&format!("{}/api/locks/nightly-report/acquire", cluster.url))
+        .set("Authorization", &format!("Bearer {}", cluster.secret))
+        .send_string(r#"{"owner": "browser-test", "ttl_ms": 600000}"#)
+        .context("acquiring a lock")?;
+
     // The other pages, for review; each must show what it is about.
     for (path, file, needle) in [
         ("/", "overview.png", "Recent jobs"),
         ("/jobs", "jobs.png", "wordcount"),
         ("/cluster", "cluster.png", "w1"),
+        ("/locks", "locks.png", "browser-test"),
     ] {
         browser.goto(&format!("{}{path}", cluster.url))?;
         browser.wait_for(needle, PAGE_TIMEOUT, |b| {
