@@ -37,6 +37,29 @@ impl WorkerClients {
         })
     }
 
+    /// Sends a notice a worker may miss (a cancel, a release): a failure is logged and the
+    /// connection dropped, nothing is retried.
+    fn notify<F, Fut>(&self, addr: String, what: String, call: F) -> BoxFuture<'static, ()>
+    where
+        F: FnOnce(WorkerServiceClient) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), tarpc::client::RpcError>> + Send,
+    {
+        let this = self.clone();
+        Box::pin(async move {
+            let client = match this.client(&addr).await {
+                Ok(client) => client,
+                Err(error) => {
+                    debug!(%addr, %error, "worker unreachable; {what} not sent");
+                    return;
+                }
+            };
+            if let Err(error) = call(client).await {
+                debug!(%addr, %error, "{what} did not reach the worker");
+                this.forget(&addr);
+            }
+        })
+    }
+
     fn forget(&self, addr: &str) {
         self.pool.forget(addr);
     }
@@ -79,36 +102,16 @@ impl TaskLauncher for WorkerClients {
     }
 
     fn cancel(&self, addr: String, attempt: AttemptId) -> BoxFuture<'static, ()> {
-        let this = self.clone();
-        Box::pin(async move {
-            let client = match this.client(&addr).await {
-                Ok(client) => client,
-                Err(error) => {
-                    debug!(%addr, %error, "worker unreachable; not told");
-                    return;
-                }
-            };
-            if let Err(error) = client.cancel_task(deadline(), attempt).await {
-                debug!(%addr, %attempt, %error, "cancel did not reach the worker");
-                this.forget(&addr);
-            }
+        let what = format!("cancel of {attempt}");
+        self.notify(addr, what, move |client| async move {
+            client.cancel_task(deadline(), attempt).await.map(drop)
         })
     }
 
     fn release_job(&self, addr: String, job: JobId) -> BoxFuture<'static, ()> {
-        let this = self.clone();
-        Box::pin(async move {
-            let client = match this.client(&addr).await {
-                Ok(client) => client,
-                Err(error) => {
-                    debug!(%addr, %error, "worker unreachable; not told");
-                    return;
-                }
-            };
-            if let Err(error) = client.release_job(deadline(), job).await {
-                debug!(%addr, %job, %error, "release did not reach the worker");
-                this.forget(&addr);
-            }
+        let what = format!("release of job {job}");
+        self.notify(addr, what, move |client| async move {
+            client.release_job(deadline(), job).await.map(drop)
         })
     }
 }

@@ -348,56 +348,42 @@ impl MetaState {
         ticket: Option<u64>,
         at_ms: u64,
     ) -> CommandResult {
-        let next_token = self.last_lock_token + 1;
         let lock = self.locks.entry(name.to_string()).or_default();
-        match &mut lock.holder {
-            None => {
-                self.last_lock_token = next_token;
-                lock.holder = Some(LockHolder {
-                    owner: owner.to_string(),
-                    token: next_token,
-                    ttl_ms,
-                    granted_ms: at_ms,
-                    ticket,
-                });
-                CommandResult::LockGranted { token: next_token }
-            }
-            // The holder asks again (say its answer was lost in a failover): it keeps the lock
-            // without a gap, under a new grant, so that an expiry of the old grant that is
-            // already on its way changes nothing.
-            Some(holder) if holder.owner == owner => {
-                self.last_lock_token = next_token;
-                *holder = LockHolder {
-                    owner: owner.to_string(),
-                    token: next_token,
-                    ttl_ms,
-                    granted_ms: at_ms,
-                    ticket,
-                };
-                CommandResult::LockGranted { token: next_token }
-            }
-            Some(holder) => match ticket {
-                None => CommandResult::LockHeld {
-                    owner: holder.owner.clone(),
-                },
-                Some(ticket) => {
-                    // A waiter that asks again keeps its place under the new ticket.
-                    match lock.waiters.iter_mut().find(|w| w.owner == owner) {
-                        Some(waiter) => {
-                            waiter.ticket = ticket;
-                            waiter.ttl_ms = ttl_ms;
-                        }
-                        None => lock.waiters.push_back(LockWaiter {
-                            owner: owner.to_string(),
-                            ttl_ms,
-                            ticket,
-                            since_ms: at_ms,
-                        }),
-                    }
-                    CommandResult::LockQueued
-                }
-            },
+        // A free lock is granted; so is one the asker holds (say its answer was lost in a
+        // failover): it keeps the lock without a gap, under a new grant, so that an expiry of
+        // the old grant that is already on its way changes nothing.
+        if lock.holder.as_ref().is_none_or(|h| h.owner == owner) {
+            self.last_lock_token += 1;
+            let token = self.last_lock_token;
+            lock.holder = Some(LockHolder {
+                owner: owner.to_string(),
+                token,
+                ttl_ms,
+                granted_ms: at_ms,
+                ticket,
+            });
+            return CommandResult::LockGranted { token };
         }
+        let Some(ticket) = ticket else {
+            let holder = lock.holder.as_ref().map(|h| h.owner.clone());
+            return CommandResult::LockHeld {
+                owner: holder.unwrap_or_default(),
+            };
+        };
+        // A waiter that asks again keeps its place under the new ticket.
+        match lock.waiters.iter_mut().find(|w| w.owner == owner) {
+            Some(waiter) => {
+                waiter.ticket = ticket;
+                waiter.ttl_ms = ttl_ms;
+            }
+            None => lock.waiters.push_back(LockWaiter {
+                owner: owner.to_string(),
+                ttl_ms,
+                ticket,
+                since_ms: at_ms,
+            }),
+        }
+        CommandResult::LockQueued
     }
 
     /// Ends lock `name`'s grant and passes the lock to its first waiter (which takes the next
