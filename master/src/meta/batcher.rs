@@ -6,6 +6,13 @@
 //! every proposal goes through the same queue, proposals are committed in the order they were
 //! made, fire-and-forget ones included.
 //!
+//! Before it closes a batch the batcher yields once to the runtime: the proposers it has just
+//! answered are runnable then, and those that propose again at once join this batch instead of
+//! waiting a whole commit for the next one (without the yield, concurrent proposers split into
+//! two cohorts that take turns, and each waits two commits). One entry is committed at a time:
+//! keeping two or three in flight was measured no faster (openraft 0.9 appends and fsyncs an
+//! entry on the leader before it replicates it, and a node handles one append at a time).
+//!
 //! # Failing fast
 //! On a follower openraft refuses a write at once ([`MetaError::NotLeader`]). A leader that has
 //! not heard from a majority for [`QUORUM_SILENCE_MS`] refuses new batches
@@ -91,6 +98,8 @@ pub(super) async fn run_batcher(raft: Raft, mut queue: mpsc::UnboundedReceiver<P
                 None => return,
             },
         };
+        // Let the proposers answered a moment ago propose again before the batch closes.
+        tokio::task::yield_now().await;
         let mut commands = first.commands;
         let mut replies = vec![(commands.len(), first.reply)];
         while commands.len() < MAX_BATCH_COMMANDS {

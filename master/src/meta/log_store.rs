@@ -4,7 +4,11 @@
 //! - `log.bin`: append-only records `[u32 len][u32 crc32][bincode of Entry]` (little endian; the
 //!   crc covers the bincode payload). A batch of entries is written with one write and one fsync
 //!   before openraft is told that it is durable: this is where group commit makes durability
-//!   cheap.
+//!   cheap. A master's log ([`LogStore::open_preallocated`]) is followed by zeros written (and
+//!   fsynced) in advance, 1 MiB at a time: an append then overwrites blocks that
+//!   already belong to the file, so its `fdatasync` writes only data and no metadata (file size,
+//!   block allocation) through the journal; on this project's VM that made it about a quarter
+//!   faster (p50 0.34 → 0.26 ms for a small append, 0.56 → 0.39 ms with two logs syncing at once).
 //! - `vote.bin` and `purged.bin`: bincode of the vote and of the last purged log id, replaced
 //!   atomically (temp file, fsync, rename, fsync of the directory).
 //!
@@ -13,12 +17,29 @@
 //!
 //! # Recovery
 //! Opening scans `log.bin` and stops at the first torn or corrupt record (short read, zero
-//! length, crc mismatch); that tail was never acknowledged, so it is cut off. Purging only records
+//! length, crc mismatch); that tail was never acknowledged, so it is cut off, unless it is all
+//! zeros and the log is preallocated (then it is the space written in advance). Every byte after
+//! the last record is therefore zero or cut: a record of a tail that was cut off or truncated
+//! (torn, or removed by openraft) can never reappear after later appends. Purging only records
 //! the purged id until the dead prefix of the file is large, then rewrites the live entries to a
 //! new file; entries at or below the purged id that are still in the file are skipped on open.
 //!
 //! An in-memory index maps each live log index to its record, and the most recent entries are
 //! cached, so the reads that follow an append (applying, replicating) never touch the disk.
+//!
+//! # Threads
+//! An append writes and fsyncs on the calling thread (openraft's core task), without a hop to the
+//! blocking pool, and reads of cached entries are answered on the caller's thread too. Each hop
+//! cost a wake-up of another thread, 50–80 µs at the median on this project's 2-vCPU VM, and a
+//! commit made eight of them in a row (there and back for the leader's append, for its reads to
+//! replicate and to apply, and for the follower's append): without them a commit of 3 in-process
+//! masters went from p50 1.9 ms to 1.1 ms. openraft 0.9 waits for the append's flush before it
+//! does anything else (it replicates only afterwards), so blocking its task costs Raft nothing;
+//! other tasks of the same runtime thread wait for one fsync at most (0.2–0.5 ms). The fsync runs
+//! outside the store's lock, so readers (applying, replicating) are not held up by it.
+//! `tokio::task::block_in_place` was measured slower (it hands the worker to another thread on
+//! every call). Truncating, purging, the vote and reads that miss the cache still go to the
+//! blocking pool.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -50,6 +71,9 @@ const CACHE_MAX_ENTRIES: usize = 8192;
 /// The file is rewritten once its purged prefix is at least this large (and at least as large
 /// as the live part).
 const COMPACT_MIN_BYTES: u64 = 8 << 20;
+/// A master's log file grows by this many bytes of zeros at a time
+/// ([`LogStore::open_preallocated`]).
+const PREALLOC_BYTES: u64 = 1 << 20;
 
 /// Where one live entry's record lies in `log.bin`.
 #[derive(Clone, Copy, Debug)]
@@ -60,12 +84,26 @@ struct Position {
     len: u64,
 }
 
-/// The store's state, behind one mutex shared by the store and its readers.
+/// Entries written to the file (the page cache) and the index, but not yet fsynced.
+struct Unsynced {
+    /// The file they were written to.
+    file: Arc<File>,
+    /// The index of the first one.
+    first: u64,
+    /// The end of the log before and after them.
+    old_end: u64,
+    new_end: u64,
+}
+
+/// The store's state, behind one mutex shared by the store and its readers. It is not held
+/// during an append's fsync.
 struct Inner {
     dir: PathBuf,
-    file: File,
+    file: Arc<File>,
     /// The end of the last valid record: the next append goes here.
     end: u64,
+    /// The file's length: from `end` to here it holds zeros written in advance.
+    alloc_end: u64,
     /// The live entries (above the purged id) by index.
     positions: BTreeMap<u64, Position>,
     /// Recent entries by index, with their encoded size.
@@ -75,6 +113,9 @@ struct Inner {
     committed: Option<LogId>,
     purged: Option<LogId>,
     compact_min_bytes: u64,
+    /// When an append runs past `alloc_end`, the file grows by this many bytes of zeros beyond
+    /// it (0: the file ends with the last record).
+    prealloc_bytes: u64,
 }
 
 /// The Raft log storage of one master: openraft's `RaftLogStorage` over an append-only file.
@@ -86,7 +127,8 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log under `dir`, dropping a torn tail.
+    /// Opens (or creates) the log under `dir`, dropping a torn tail. The file stays exactly as
+    /// long as its records; a master opens its log with [`LogStore::open_preallocated`].
     ///
     /// # Errors
     /// An I/O error, or `InvalidData` if a record with a valid checksum cannot be decoded or the
@@ -95,9 +137,22 @@ impl LogStore {
         LogStore::open_with(dir, COMPACT_MIN_BYTES)
     }
 
+    /// [`LogStore::open`], but the file grows in steps of zeros written in advance, so that an
+    /// append's fsync only writes data (see the module docs): what a master uses.
+    ///
+    /// # Errors
+    /// As [`LogStore::open`].
+    pub fn open_preallocated(dir: &Path) -> io::Result<LogStore> {
+        LogStore::open_inner(dir, COMPACT_MIN_BYTES, PREALLOC_BYTES)
+    }
+
     /// [`LogStore::open`] with a different compaction threshold (tests use a tiny one).
     pub(crate) fn open_with(dir: &Path, compact_min_bytes: u64) -> io::Result<LogStore> {
-        let inner = Inner::open(dir, compact_min_bytes)?;
+        LogStore::open_inner(dir, compact_min_bytes, 0)
+    }
+
+    fn open_inner(dir: &Path, compact_min_bytes: u64, prealloc_bytes: u64) -> io::Result<LogStore> {
+        let inner = Inner::open(dir, compact_min_bytes, prealloc_bytes)?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
         })
@@ -113,18 +168,29 @@ impl LogStore {
     }
 
     /// Appends `entries` with one write and one fsync and returns once they are on disk: what
-    /// [`RaftLogStorage::append`] does before it tells openraft.
+    /// [`RaftLogStorage::append`] does before it tells openraft. It blocks the calling thread
+    /// for the write and the fsync (see the module docs); readers may read the entries while
+    /// the fsync runs. Appends must not run concurrently (openraft makes one at a time).
     ///
     /// # Errors
     /// An I/O error, or `InvalidInput` if an entry does not come after the last one (openraft
     /// truncates before it overwrites).
     pub async fn append_durably(&self, entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
-        self.blocking(move |inner| inner.append(entries)).await
+        // No `.await` in here: the write and the fsync cannot be cancelled halfway.
+        let written = lock(&self.inner)?.write(entries)?;
+        let Some(written) = written else {
+            return Ok(());
+        };
+        if let Err(e) = written.file.sync_data() {
+            lock(&self.inner)?.undo(&written);
+            return Err(e);
+        }
+        Ok(())
     }
 
-    /// Runs `f` on the store in the blocking pool, so that file I/O and fsync do not stall the
-    /// async runtime. The closure runs to completion even if the caller stops waiting, so the
-    /// file and the index never disagree.
+    /// Runs `f` on the store in the blocking pool, so that slower file I/O (truncating, purging,
+    /// reads from the disk) does not stall the async runtime. The closure runs to completion
+    /// even if the caller stops waiting, so the file and the index never disagree.
     async fn blocking<T, F>(&self, f: F) -> io::Result<T>
     where
         T: Send + 'static,
@@ -152,7 +218,7 @@ fn invalid_data(message: String) -> io::Error {
 }
 
 impl Inner {
-    fn open(dir: &Path, compact_min_bytes: u64) -> io::Result<Inner> {
+    fn open(dir: &Path, compact_min_bytes: u64, prealloc_bytes: u64) -> io::Result<Inner> {
         fs::create_dir_all(dir)?;
         remove_temp_files(dir)?;
         let vote = read_small::<Vote<u64>>(dir, VOTE_FILE)?;
@@ -171,17 +237,27 @@ impl Inner {
         }
         let file_len = file.metadata()?.len();
         let (positions, end) = scan(&mut file, file_len, purged)?;
+        let mut alloc_end = file_len;
         if end < file_len {
-            warn!(path = %path.display(), valid_bytes = end, dropped_bytes = file_len - end,
-                "dropping a torn or corrupt tail of the raft log");
-            file.set_len(end)?;
-            file.sync_all()?;
+            // Zeros after the last record are space written in advance (or a tail whose data
+            // never reached the disk); anything else is a torn or corrupt record.
+            let zeros = zeros_from(&file, end, file_len)?;
+            if !zeros {
+                warn!(path = %path.display(), valid_bytes = end, dropped_bytes = file_len - end,
+                    "dropping a torn or corrupt tail of the raft log");
+            }
+            if !zeros || prealloc_bytes == 0 {
+                file.set_len(end)?;
+                file.sync_all()?;
+                alloc_end = end;
+            }
         }
         info!(dir = %dir.display(), entries = positions.len(), ?purged, ?vote, "raft log opened");
         Ok(Inner {
             dir: dir.to_path_buf(),
-            file,
+            file: Arc::new(file),
             end,
+            alloc_end,
             positions,
             cache: BTreeMap::new(),
             cache_bytes: 0,
@@ -189,6 +265,7 @@ impl Inner {
             committed: None,
             purged,
             compact_min_bytes,
+            prealloc_bytes,
         })
     }
 
@@ -199,13 +276,16 @@ impl Inner {
         }
     }
 
-    fn append(&mut self, mut entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
+    /// Writes `entries` after the last record (to the page cache; past the preallocated space,
+    /// with `prealloc_bytes` of zeros after them) and indexes and caches them. The
+    /// caller fsyncs [`Unsynced::file`] before anyone is told they are durable.
+    fn write(&mut self, mut entries: Vec<Entry<TypeConfig>>) -> io::Result<Option<Unsynced>> {
         // Entries a snapshot already covers are dropped: openraft never appends them, the
         // conformance suite does.
         let purged = self.purged.map(|p| p.index);
         entries.retain(|e| purged.is_none_or(|p| e.log_id.index > p));
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut buf = Vec::new();
         let mut added = Vec::with_capacity(entries.len());
@@ -234,17 +314,20 @@ impl Inner {
             });
             offset += len;
         }
-        let written = self
-            .file
+        if offset > self.alloc_end {
+            // Usize from u64: a preallocation step is small.
+            buf.resize(buf.len() + self.prealloc_bytes as usize, 0);
+        }
+        let written = (&*self.file)
             .seek(SeekFrom::Start(self.end))
-            .and_then(|_| self.file.write_all(&buf))
-            .and_then(|()| self.file.sync_data());
+            .and_then(|_| (&*self.file).write_all(&buf));
         if let Err(e) = written {
             // Cut what may have been written, so that a later append starts on a record
             // boundary; if even that fails, the next open drops the torn tail.
             if let Err(cut) = self.file.set_len(self.end) {
                 warn!(error = %cut, "could not cut a failed append");
             }
+            self.alloc_end = self.end;
             return Err(e);
         }
         debug!(
@@ -252,6 +335,13 @@ impl Inner {
             bytes = buf.len(),
             "raft log appended"
         );
+        let unsynced = Unsynced {
+            file: Arc::clone(&self.file),
+            first: added[0].log_id.index,
+            old_end: self.end,
+            new_end: offset,
+        };
+        self.alloc_end = self.alloc_end.max(unsynced.old_end + buf.len() as u64);
         self.end = offset;
         for (entry, position) in entries.into_iter().zip(&added) {
             self.cache_bytes += position.len;
@@ -266,7 +356,23 @@ impl Inner {
                 None => break,
             }
         }
-        Ok(())
+        Ok(Some(unsynced))
+    }
+
+    /// Takes back a write whose fsync failed, unless the log changed since.
+    fn undo(&mut self, written: &Unsynced) {
+        if self.end != written.new_end || !Arc::ptr_eq(&self.file, &written.file) {
+            return;
+        }
+        if let Err(cut) = self.file.set_len(written.old_end) {
+            warn!(error = %cut, "could not cut a failed append");
+        }
+        self.end = written.old_end;
+        self.alloc_end = written.old_end;
+        self.positions.split_off(&written.first);
+        for (_, (_, len)) in self.cache.split_off(&written.first) {
+            self.cache_bytes -= len;
+        }
     }
 
     /// The live entries with indexes in `range`.
@@ -282,10 +388,20 @@ impl Inner {
         Ok(out)
     }
 
+    /// The live entries with indexes in `range` if they are all in the cache (no disk read). The
+    /// cache holds the newest entries without a gap, so the first miss is the first entry.
+    fn cached_entries(&self, range: (Bound<u64>, Bound<u64>)) -> Option<Vec<Entry<TypeConfig>>> {
+        let mut out = Vec::new();
+        for index in self.positions.range(range).map(|(index, _)| index) {
+            out.push(self.cache.get(index)?.0.clone());
+        }
+        Some(out)
+    }
+
     fn read_at(&mut self, position: Position) -> io::Result<Entry<TypeConfig>> {
-        self.file.seek(SeekFrom::Start(position.offset))?;
+        (&*self.file).seek(SeekFrom::Start(position.offset))?;
         let mut record = vec![0; position.len as usize];
-        self.file.read_exact(&mut record)?;
+        (&*self.file).read_exact(&mut record)?;
         let (header, payload) = record.split_at(HEADER_LEN as usize);
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         if crc32fast::hash(payload) != crc {
@@ -303,6 +419,7 @@ impl Inner {
         self.file.set_len(cut)?;
         self.file.sync_all()?;
         self.end = cut;
+        self.alloc_end = cut;
         self.positions.split_off(&index);
         for (_, (_, len)) in self.cache.split_off(&index) {
             self.cache_bytes -= len;
@@ -346,9 +463,9 @@ impl Inner {
             .create(true)
             .truncate(true)
             .open(&tmp_path)?;
-        self.file.seek(SeekFrom::Start(dead))?;
+        (&*self.file).seek(SeekFrom::Start(dead))?;
         let live = self.end - dead;
-        let copied = io::copy(&mut (&self.file).take(live), &mut tmp)?;
+        let copied = io::copy(&mut (&*self.file).take(live), &mut tmp)?;
         if copied != live {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -358,8 +475,9 @@ impl Inner {
         tmp.sync_all()?;
         fs::rename(&tmp_path, self.dir.join(LOG_FILE))?;
         sync_dir(&self.dir)?;
-        self.file = tmp;
+        self.file = Arc::new(tmp);
         self.end = live;
+        self.alloc_end = live;
         for position in self.positions.values_mut() {
             position.offset -= dead;
         }
@@ -402,6 +520,23 @@ fn scan(
         offset += len;
     }
     Ok((positions, offset))
+}
+
+/// Whether `file` holds only zeros from `from` to `to`.
+fn zeros_from(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    reader.seek(SeekFrom::Start(from))?;
+    let mut reader = reader.take(to - from);
+    let mut block = [0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut block)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if block[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+    }
 }
 
 fn last_log_id(positions: &BTreeMap<u64, Position>) -> Option<LogId> {
@@ -483,6 +618,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
+        let cached = lock(&self.inner).map(|inner| inner.cached_entries(range));
+        if let Some(entries) =
+            cached.map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))?
+        {
+            return Ok(entries);
+        }
         self.blocking(move |inner| inner.entries(range))
             .await
             .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))
@@ -566,5 +707,187 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.blocking(move |inner| inner.purge(log_id))
             .await
             .map_err(|e| storage_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The preallocated log (what a master uses); `super::super::tests` covers the plain one.
+
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::meta::command::{Command, Request};
+    use crate::meta::state_machine::StateMachineStore;
+
+    struct Preallocated;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Preallocated {
+        async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<u64>> {
+            let dir = TempDir::new().unwrap();
+            let log = LogStore::open_preallocated(&dir.path().join("log")).unwrap();
+            let sm = StateMachineStore::open(&dir.path().join("snapshots")).unwrap();
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn preallocated_storage_conformance() {
+        Suite::test_all(Preallocated).unwrap();
+    }
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+        let commands = vec![Command::ReserveIds { until_ms: index }];
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(Request { commands }),
+        }
+    }
+
+    fn entries(term: u64, range: std::ops::RangeInclusive<u64>) -> Vec<Entry<TypeConfig>> {
+        range.map(|i| entry(term, i)).collect()
+    }
+
+    async fn log_ids(log: &mut LogStore) -> Vec<(u64, u64)> {
+        let all = log.try_get_log_entries(..).await.unwrap();
+        all.iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    fn file_len(dir: &Path) -> u64 {
+        fs::metadata(dir.join(LOG_FILE)).unwrap().len()
+    }
+
+    fn end_of(log: &LogStore) -> u64 {
+        lock(&log.inner).unwrap().end
+    }
+
+    /// Writes `bytes` at `offset` of the log file, as a crash in the middle of an append would.
+    fn write_at(dir: &Path, offset: u64, bytes: &[u8]) {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(dir.join(LOG_FILE))
+            .unwrap();
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        file.write_all(bytes).unwrap();
+    }
+
+    #[tokio::test]
+    async fn zeros_written_in_advance_are_kept_across_reopens() {
+        let dir = TempDir::new().unwrap();
+        let log = LogStore::open_preallocated(dir.path()).unwrap();
+        log.append_durably(entries(1, 0..=4)).await.unwrap();
+        let end = end_of(&log);
+        assert_eq!(file_len(dir.path()), end + PREALLOC_BYTES);
+        drop(log);
+
+        let mut log = LogStore::open_preallocated(dir.path()).unwrap();
+        assert_eq!(
+            log_ids(&mut log).await,
+            (0..=4).map(|i| (1, i)).collect::<Vec<_>>()
+        );
+        assert_eq!(end_of(&log), end);
+        assert_eq!(file_len(dir.path()), end + PREALLOC_BYTES, "the zeros stay");
+        log.append_durably(entries(1, 5..=5)).await.unwrap();
+        assert_eq!(
+            file_len(dir.path()),
+            end + PREALLOC_BYTES,
+            "the append fits in the zeros"
+        );
+        drop(log);
+
+        let mut log = LogStore::open_preallocated(dir.path()).unwrap();
+        assert_eq!(log_ids(&mut log).await.len(), 6);
+        drop(log);
+        // Opened without preallocation, the zeros are cut off and the entries stay.
+        let mut log = LogStore::open(dir.path()).unwrap();
+        assert_eq!(log_ids(&mut log).await.len(), 6);
+        assert_eq!(file_len(dir.path()), end_of(&log));
+    }
+
+    #[tokio::test]
+    async fn the_log_grows_by_another_step_when_the_zeros_run_out() {
+        let dir = TempDir::new().unwrap();
+        let log = LogStore::open_inner(dir.path(), COMPACT_MIN_BYTES, 64).unwrap();
+        let mut index = 0;
+        while end_of(&log) < 1000 {
+            log.append_durably(vec![entry(1, index)]).await.unwrap();
+            index += 1;
+            assert!(file_len(dir.path()) >= end_of(&log));
+            assert!(file_len(dir.path()) <= end_of(&log) + 64 + 100);
+        }
+        drop(log);
+        let mut log = LogStore::open_inner(dir.path(), COMPACT_MIN_BYTES, 64).unwrap();
+        assert_eq!(log_ids(&mut log).await.len() as u64, index);
+    }
+
+    #[tokio::test]
+    async fn a_torn_record_in_the_zeros_is_cut_off() {
+        let dir = TempDir::new().unwrap();
+        let log = LogStore::open_preallocated(dir.path()).unwrap();
+        log.append_durably(entries(1, 0..=4)).await.unwrap();
+        let end = end_of(&log);
+        drop(log);
+
+        // Half of the record of entry 5: its header and part of its payload.
+        let payload = bincode::serialize(&entry(1, 5)).unwrap();
+        let mut torn = (payload.len() as u32).to_le_bytes().to_vec();
+        torn.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        torn.extend_from_slice(&payload[..payload.len() / 2]);
+        write_at(dir.path(), end, &torn);
+
+        let mut log = LogStore::open_preallocated(dir.path()).unwrap();
+        assert_eq!(log_ids(&mut log).await.len(), 5);
+        assert_eq!(
+            file_len(dir.path()),
+            end,
+            "the torn tail is cut off, zeros and all"
+        );
+        log.append_durably(vec![entry(2, 5)]).await.unwrap();
+        drop(log);
+
+        let mut log = LogStore::open_preallocated(dir.path()).unwrap();
+        let mut expected: Vec<_> = (0..=4).map(|i| (1, i)).collect();
+        expected.push((2, 5));
+        assert_eq!(log_ids(&mut log).await, expected);
+    }
+
+    #[tokio::test]
+    async fn truncated_entries_never_come_back() {
+        let dir = TempDir::new().unwrap();
+        let mut log = LogStore::open_preallocated(dir.path()).unwrap();
+        log.append_durably(entries(1, 0..=9)).await.unwrap();
+        log.truncate(log_id(1, 5)).await.unwrap();
+        log.append_durably(vec![entry(2, 5)]).await.unwrap();
+        drop(log);
+
+        let mut log = LogStore::open_preallocated(dir.path()).unwrap();
+        let mut expected: Vec<_> = (0..=4).map(|i| (1, i)).collect();
+        expected.push((2, 5));
+        assert_eq!(log_ids(&mut log).await, expected);
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(2, 5)));
+    }
+
+    #[tokio::test]
+    async fn entries_are_readable_from_the_cache_and_from_the_disk() {
+        let dir = TempDir::new().unwrap();
+        let mut log = LogStore::open_preallocated(dir.path()).unwrap();
+        log.append_durably(entries(1, 0..=9)).await.unwrap();
+        let cached = log.try_get_log_entries(3..7).await.unwrap();
+        drop(log);
+        // A fresh store has an empty cache: the same range comes from the file.
+        let mut log = LogStore::open_preallocated(dir.path()).unwrap();
+        assert!(lock(&log.inner).unwrap().cache.is_empty());
+        let read = log.try_get_log_entries(3..7).await.unwrap();
+        assert_eq!(read, cached);
+        assert_eq!(read.len(), 4);
     }
 }

@@ -280,7 +280,10 @@ impl Meta {
             .map_err(|source| MetaError::Config { source })?;
         let (log_dir, sm_dir) = (dir.join("log"), dir.join("snapshots"));
         let (log_store, state_machine) = tokio::task::spawn_blocking(move || {
-            io::Result::Ok((LogStore::open(&log_dir)?, StateMachineStore::open(&sm_dir)?))
+            io::Result::Ok((
+                LogStore::open_preallocated(&log_dir)?,
+                StateMachineStore::open(&sm_dir)?,
+            ))
         })
         .await
         .map_err(io::Error::other)??;
