@@ -24,9 +24,11 @@ use crate::executor::Executor;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of one call to a master.
 const CALL_DEADLINE: Duration = Duration::from_secs(5);
-/// Backoff bounds between retries.
+/// Backoff bounds between retries. The cap is short: a failover takes about a second, and a
+/// worker should find the new leader within a few round trips of its election (a retry is one
+/// connection attempt or one small call).
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// How long a lock request keeps trying to reach the leader (a failover takes about a second).
 const LOCK_RETRY_FOR: Duration = Duration::from_secs(10);
 /// The most outcomes in one report.
