@@ -450,7 +450,8 @@ impl Locks {
     /// expiry of every lease whose clock ran out.
     async fn sweep(&self) {
         let now = Instant::now();
-        let expired: Vec<Command> = {
+        // The grants whose lease ran out, as (lock, token).
+        let expired: Vec<(String, u64)> = {
             let shared = self.inner.meta.state();
             let state = shared.read().unwrap_or_else(|p| p.into_inner());
             let mut table = self.table();
@@ -474,11 +475,7 @@ impl Locks {
                     deadline: now + Duration::from_millis(holder.ttl_ms),
                 });
                 if lease.deadline <= now {
-                    expired.push(Command::ExpireLock {
-                        name: name.clone(),
-                        token: holder.token,
-                        at_ms: now_ms(),
-                    });
+                    expired.push((name.clone(), holder.token));
                 }
             }
             expired
@@ -486,16 +483,18 @@ impl Locks {
         if expired.is_empty() {
             return;
         }
-        let grants: Vec<(String, u64)> = expired
+        let at_ms = now_ms();
+        let commands = expired
             .iter()
-            .filter_map(|c| match c {
-                Command::ExpireLock { name, token, .. } => Some((name.clone(), *token)),
-                _ => None,
+            .map(|(name, token)| Command::ExpireLock {
+                name: name.clone(),
+                token: *token,
+                at_ms,
             })
             .collect();
-        match self.inner.meta.propose_all(expired).await {
+        match self.inner.meta.propose_all(commands).await {
             Ok(results) => {
-                for ((name, token), result) in grants.into_iter().zip(results) {
+                for ((name, token), result) in expired.into_iter().zip(results) {
                     if let CommandResult::LockReleased { next } = result {
                         self.ended(&name, token, next);
                     }

@@ -712,43 +712,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
-    //! The preallocated log (what a master uses); `super::super::tests` covers the plain one.
+    //! The preallocated log (what a master uses); `super::super::tests` covers the plain one
+    //! and runs openraft's conformance suite on both.
 
-    use openraft::testing::{StoreBuilder, Suite};
-    use openraft::{CommittedLeaderId, EntryPayload};
     use tempfile::TempDir;
 
     use super::*;
-    use crate::meta::command::{Command, Request};
-    use crate::meta::state_machine::StateMachineStore;
-
-    struct Preallocated;
-
-    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Preallocated {
-        async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<u64>> {
-            let dir = TempDir::new().unwrap();
-            let log = LogStore::open_preallocated(&dir.path().join("log")).unwrap();
-            let sm = StateMachineStore::open(&dir.path().join("snapshots")).unwrap();
-            Ok((dir, log, sm))
-        }
-    }
-
-    #[test]
-    fn preallocated_storage_conformance() {
-        Suite::test_all(Preallocated).unwrap();
-    }
-
-    fn log_id(term: u64, index: u64) -> LogId {
-        LogId::new(CommittedLeaderId::new(term, 1), index)
-    }
-
-    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
-        let commands = vec![Command::ReserveIds { until_ms: index }];
-        Entry {
-            log_id: log_id(term, index),
-            payload: EntryPayload::Normal(Request { commands }),
-        }
-    }
+    use crate::meta::tests::{entry, log_id};
 
     fn entries(term: u64, range: std::ops::RangeInclusive<u64>) -> Vec<Entry<TypeConfig>> {
         range.map(|i| entry(term, i)).collect()

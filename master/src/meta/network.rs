@@ -121,23 +121,13 @@ impl Peer {
             debug!(target, addr = %self.addr, "raft connection dropped after calls went unanswered");
             *slot = None;
         }
-        let dial_error = |source| DialError {
-            target,
-            addr: self.addr.clone(),
-            source,
-        };
-        let mut stream = jobs::auth::dial(&self.addr, secret, ttl)
+        let client = raft_client(&self.addr, secret, ttl)
             .await
-            .map_err(dial_error)?;
-        stream
-            .write_all(&[SELECT_RAFT])
-            .await
-            .map_err(|e| dial_error(e.into()))?;
-        let client = RaftServiceClient::new(
-            tarpc::client::Config::default(),
-            jobs::auth::transport(stream),
-        )
-        .spawn();
+            .map_err(|source| DialError {
+                target,
+                addr: self.addr.clone(),
+                source,
+            })?;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         self.unanswered.store(0, Ordering::Relaxed);
         debug!(target, addr = %self.addr, "raft connection opened");
@@ -337,6 +327,17 @@ pub enum ProbeError {
     },
 }
 
+/// Connects to a master's `rpc` address (handshake within `ttl`) and selects its Raft service.
+async fn raft_client(addr: &str, secret: &str, ttl: Duration) -> jobs::Result<RaftServiceClient> {
+    let mut stream = jobs::auth::dial(addr, secret, ttl).await?;
+    stream.write_all(&[SELECT_RAFT]).await?;
+    Ok(RaftServiceClient::new(
+        tarpc::client::Config::default(),
+        jobs::auth::transport(stream),
+    )
+    .spawn())
+}
+
 /// Asks the master whose Raft service listens at `addr` for the voters of its group
 /// ([`super::raft_rpc::RaftService::group_voters`]) on a connection of its own, within `ttl`.
 ///
@@ -345,22 +346,12 @@ pub enum ProbeError {
 pub async fn group_voters(addr: &str, secret: &str, ttl: Duration) -> Result<Vec<u64>, ProbeError> {
     let deadline = Instant::now() + ttl;
     let call = async {
-        let dial_error = |source| ProbeError::Dial {
-            addr: addr.to_string(),
-            source,
-        };
-        let mut stream = jobs::auth::dial(addr, secret, ttl)
+        let client = raft_client(addr, secret, ttl)
             .await
-            .map_err(dial_error)?;
-        stream
-            .write_all(&[SELECT_RAFT])
-            .await
-            .map_err(|e| dial_error(e.into()))?;
-        let client = RaftServiceClient::new(
-            tarpc::client::Config::default(),
-            jobs::auth::transport(stream),
-        )
-        .spawn();
+            .map_err(|source| ProbeError::Dial {
+                addr: addr.to_string(),
+                source,
+            })?;
         let mut ctx = context::current();
         ctx.deadline = deadline.into_std();
         client

@@ -25,27 +25,44 @@ use super::type_config::{LogId, TypeConfig};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
-struct Builder;
+/// Builds the stores under test: the log exactly as long as its records, or preallocated (what
+/// a master uses).
+struct Builder {
+    preallocated: bool,
+}
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<u64>> {
         let dir = TempDir::new().unwrap();
-        let log = LogStore::open(&dir.path().join("log")).unwrap();
+        let path = dir.path().join("log");
+        let log = if self.preallocated {
+            LogStore::open_preallocated(&path)
+        } else {
+            LogStore::open(&path)
+        };
         let sm = StateMachineStore::open(&dir.path().join("snapshots")).unwrap();
-        Ok((dir, log, sm))
+        Ok((dir, log.unwrap(), sm))
     }
 }
 
 #[test]
 fn storage_conformance() {
-    Suite::test_all(Builder).unwrap();
+    Suite::test_all(Builder {
+        preallocated: false,
+    })
+    .unwrap();
 }
 
-fn log_id(term: u64, index: u64) -> LogId {
+#[test]
+fn preallocated_storage_conformance() {
+    Suite::test_all(Builder { preallocated: true }).unwrap();
+}
+
+pub(super) fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
 
-fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+pub(super) fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
     let commands = vec![Command::ReserveIds { until_ms: index }];
     Entry {
         log_id: log_id(term, index),
